@@ -1,0 +1,394 @@
+"""``config.yaml``: typed settings, validated at load with file, line and key in every error."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from gateway.schema import Checker, ConfigError, Problem
+from gateway.yamlsrc import Node, Seq, YamlSyntaxError, parse, read
+from providers import resolve_provider_class
+from providers.base import Provider, ProviderSettings, Secret
+
+__all__ = [
+    "BreakerSettings", "Config", "ConfigError", "Emulation", "LoggingConfig", "Problem",
+    "ProviderConfig", "RouteConfig", "ServerConfig", "TemplateConfig", "load_config",
+    "parse_config",
+]
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    """SPEC section 5; durations in seconds."""
+
+    consecutive_failures: int = 5
+    failure_rate: float = 0.5
+    minimum_calls: int = 10
+    window: float = 30.0
+    open_for: float = 30.0
+    max_open_for: float = 300.0
+    half_open_probes: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    api_keys: tuple[Secret, ...] = ()
+    max_recipients: int = 100
+    shutdown_timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: str = "INFO"
+    file: str | None = "logs/gateway.log"
+    max_bytes: int = 5_000_000
+    backups: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateConfig:
+    name: str
+    params: tuple[str, ...] = ()
+    on_unknown: Literal["stop", "failover"] = "stop"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    settings: ProviderSettings
+    cls: type[Provider]
+    priority: int = 1
+    weight: float = 1.0
+    enabled: bool = True
+    timeout: float = 5.0
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def type(self) -> str:
+        return self.settings.type
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    providers: tuple[str, ...]
+    templates: tuple[str, ...] = ()  # glob patterns; empty: any
+    countries: tuple[str, ...] = ()  # ISO 3166 regions; empty: any
+
+    def matches(self, template: str, countries: frozenset[str]) -> bool:
+        if self.templates and not any(fnmatch.fnmatchcase(template, p) for p in self.templates):
+            return False
+        return not self.countries or countries <= set(self.countries)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """One validated load of ``config.yaml``."""
+
+    source: str
+    server: ServerConfig = field(default_factory=ServerConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    region: str = "CN"
+    timeout: float = 5.0
+    deadline: float = 15.0
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    templates: Mapping[str, TemplateConfig] = field(default_factory=dict)
+    providers: tuple[ProviderConfig, ...] = ()
+    routes: tuple[RouteConfig, ...] = ()
+    emulated: bool = False
+
+    def provider(self, name: str) -> ProviderConfig | None:
+        return next((p for p in self.providers if p.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Emulation:
+    """Where ``--emulate`` points providers of each type, and the credentials it fills in."""
+
+    endpoints: Mapping[str, str]  # provider type -> emulator base URL
+    credentials: Mapping[str, Mapping[str, str]]  # provider type -> key -> value
+    options: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
+def load_config(
+    path: str | Path,
+    env: Mapping[str, str] | None = None,
+    emulation: Emulation | None = None,
+) -> Config:
+    """Read, substitute and validate a config file; raise ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        text = read(path)
+    except FileNotFoundError:
+        raise ConfigError([Problem(str(path), 0, "", "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(str(path), 0, "", f"cannot read: {exc}")]) from None
+    return parse_config(text, str(path), env=env, emulation=emulation)
+
+
+def parse_config(
+    text: str,
+    source: str = "config.yaml",
+    env: Mapping[str, str] | None = None,
+    emulation: Emulation | None = None,
+) -> Config:
+    """Validate YAML text; ``source`` names the file in errors."""
+    try:
+        raw = parse(text)
+    except YamlSyntaxError as exc:
+        raise ConfigError([Problem(source, exc.line, "", f"invalid YAML: {exc}")]) from None
+    if raw is None:
+        raw = Node()
+        raw.key_lines = {}
+    check = Checker(source, env)
+    if not isinstance(raw, Node):
+        check.problem(getattr(raw, "line", 1), "", "the top level must be a mapping")
+        raise ConfigError(check.problems)
+    config = _build(check, raw, source, emulation)
+    if check.problems:
+        raise ConfigError(check.problems)
+    return config
+
+
+_TOP = ("server", "logging", "defaults", "templates", "providers", "routes")
+
+
+def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None) -> Config:
+    check.keys(raw, "", _TOP)
+    server = _server(check, check.mapping(raw, "server"))
+    logging_ = _logging(check, check.mapping(raw, "logging"))
+    defaults = check.mapping(raw, "defaults")
+    check.keys(defaults, "defaults", ("region", "timeout", "deadline", "breaker"))
+    breaker = _breaker(check, check.mapping(defaults, "breaker", "defaults"), "defaults.breaker",
+                       BreakerSettings())
+    region = check.string(defaults, "region", "defaults", "CN").upper()
+    timeout = check.duration(defaults, "timeout", "defaults", 5.0, positive=True)
+    deadline = check.duration(defaults, "deadline", "defaults", 15.0, positive=True)
+    templates = _templates(check, check.mapping(raw, "templates"))
+    providers = _providers(check, raw, templates, breaker, timeout, emulation)
+    routes = _routes(check, raw, providers, templates)
+    for name in templates:
+        if providers and not any(p.cls.can_map(p.settings, name) for p in providers):
+            check.problem(check.mapping(raw, "templates").line_of(name), f"templates.{name}",
+                          "no provider can send it: map it under a provider's 'templates'")
+    return Config(
+        source=source, server=server, logging=logging_, region=region, timeout=timeout,
+        deadline=deadline, breaker=breaker, templates=templates, providers=providers,
+        routes=routes, emulated=emulation is not None,
+    )
+
+
+def _server(check: Checker, node: Node) -> ServerConfig:
+    check.keys(node, "server", ("api_keys", "max_recipients", "shutdown_timeout"))
+    keys = [Secret(k) for k in check.string_list(node, "api_keys", "server", secret=True) if k]
+    return ServerConfig(
+        api_keys=tuple(keys),
+        max_recipients=check.integer(node, "max_recipients", "server", 100, minimum=1),
+        shutdown_timeout=check.duration(node, "shutdown_timeout", "server", 10.0),
+    )
+
+
+def _logging(check: Checker, node: Node) -> LoggingConfig:
+    check.keys(node, "logging", ("level", "file", "max_bytes", "backups"))
+    level = check.string(node, "level", "logging", "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        check.problem(node.line_of("level"), "logging.level",
+                      "must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    file: str | None = "logs/gateway.log"
+    if "file" in node:
+        file = None if node["file"] in (None, "") else check.string(node, "file", "logging")
+    return LoggingConfig(
+        level=level, file=file,
+        max_bytes=check.integer(node, "max_bytes", "logging", 5_000_000, minimum=1024),
+        backups=check.integer(node, "backups", "logging", 5, minimum=0),
+    )
+
+
+_BREAKER_INT = ("consecutive_failures", "minimum_calls", "half_open_probes")
+_BREAKER_DURATION = ("window", "open_for", "max_open_for")
+
+
+def _breaker(check: Checker, node: Node, path: str, base: BreakerSettings) -> BreakerSettings:
+    check.keys(node, path, (*_BREAKER_INT, "failure_rate", *_BREAKER_DURATION))
+    values: dict[str, Any] = {}
+    for key in _BREAKER_INT:
+        values[key] = check.integer(node, key, path, getattr(base, key), minimum=1)
+    for key in _BREAKER_DURATION:
+        values[key] = check.duration(node, key, path, getattr(base, key), positive=True)
+    rate = check.number(node, "failure_rate", path, base.failure_rate)
+    if not 0 < rate <= 1:
+        check.problem(node.line_of("failure_rate"), f"{path}.failure_rate",
+                      "must be above 0 and at most 1")
+    values["failure_rate"] = rate
+    settings = BreakerSettings(**values)
+    if settings.max_open_for < settings.open_for:
+        check.problem(node.line_of("max_open_for"), f"{path}.max_open_for",
+                      "must be at least open_for")
+    return settings
+
+
+def _templates(check: Checker, node: Node) -> dict[str, TemplateConfig]:
+    out: dict[str, TemplateConfig] = {}
+    for name, body in node.items():
+        path = f"templates.{name}"
+        spec = check.as_mapping(body, node.line_of(name), path)
+        check.keys(spec, path, ("params", "on_unknown"))
+        params = check.string_list(spec, "params", path)
+        if len(set(params)) != len(params):
+            check.problem(spec.line_of("params"), f"{path}.params", "params must be unique")
+        on_unknown = check.string(spec, "on_unknown", path, "stop")
+        if on_unknown not in ("stop", "failover"):
+            check.problem(spec.line_of("on_unknown"), f"{path}.on_unknown",
+                          "must be 'stop' or 'failover'")
+            on_unknown = "stop"
+        out[name] = TemplateConfig(name, tuple(params), on_unknown)  # type: ignore[arg-type]
+    return out
+
+
+_PROVIDER_COMMON = ("name", "type", "priority", "weight", "enabled", "timeout", "endpoint",
+                    "breaker", "credentials", "templates")
+
+
+def _providers(
+    check: Checker, raw: Node, templates: Mapping[str, TemplateConfig],
+    breaker: BreakerSettings, timeout: float, emulation: Emulation | None,
+) -> tuple[ProviderConfig, ...]:
+    items = raw.get("providers")
+    if items is None:
+        check.problem(raw.line, "providers", "at least one provider is required")
+        return ()
+    if not isinstance(items, Seq):
+        check.problem(raw.line_of("providers"), "providers", "must be a list")
+        return ()
+    out: list[ProviderConfig] = []
+    seen: set[str] = set()
+    for index, (item, line) in enumerate(zip(items, items.item_lines, strict=True)):
+        spec = check.as_mapping(item, line, f"providers[{index}]")
+        provider = _provider(check, spec, index, templates, breaker, timeout, emulation)
+        if provider is None:
+            continue
+        if provider.name in seen:
+            check.problem(spec.line_of("name"), f"providers[{index}].name",
+                          f"duplicate provider name {provider.name!r}")
+            continue
+        seen.add(provider.name)
+        out.append(provider)
+    if not out and not check.problems:
+        check.problem(raw.line_of("providers"), "providers", "at least one provider is required")
+    return tuple(out)
+
+
+def _provider(
+    check: Checker, spec: Node, index: int, templates: Mapping[str, TemplateConfig],
+    breaker: BreakerSettings, timeout: float, emulation: Emulation | None,
+) -> ProviderConfig | None:
+    name = check.string(spec, "name", f"providers[{index}]", required=True)
+    path = f"providers.{name or index}"
+    type_ = check.string(spec, "type", path, required=True)
+    if not name or not type_:
+        return None
+    try:
+        cls = resolve_provider_class(type_)
+    except (LookupError, ImportError, TypeError) as exc:
+        check.problem(spec.line_of("type"), f"{path}.type", str(exc))
+        return None
+    check.keys(spec, path, (*_PROVIDER_COMMON, *cls.required_options, *cls.optional_options))
+    fills = _emulated(emulation, type_)
+    creds = check.mapping(spec, "credentials", path)
+    check.keys(creds, f"{path}.credentials", cls.credential_keys)
+    credentials: dict[str, Secret] = {}
+    for key in cls.credential_keys:
+        value = check.string(creds, key, f"{path}.credentials", secret=True)
+        value = value or fills.credentials.get(key, "")
+        if not value:
+            line = creds.line_of(key) if key in creds else spec.line_of("credentials")
+            check.missing(line, f"{path}.credentials.{key}", creds.get(key))
+        credentials[key] = Secret(value)
+    options: dict[str, Any] = {}
+    for key in (*cls.required_options, *cls.optional_options):
+        value = check.string(spec, key, path) or fills.options.get(key, "")
+        if key in cls.required_options and not value:
+            check.missing(spec.line_of(key), f"{path}.{key}", spec.get(key))
+        if value:
+            options[key] = value
+    mapped = {str(k): str(v) for k, v in check.mapping(spec, "templates", path).items()}
+    tmpl_node = check.mapping(spec, "templates", path)
+    for logical in mapped:
+        if logical not in templates:
+            check.problem(tmpl_node.line_of(logical), f"{path}.templates.{logical}",
+                          f"no template {logical!r} is defined under 'templates'")
+    endpoint = check.string(spec, "endpoint", path) or None
+    if fills.endpoint:
+        endpoint = fills.endpoint
+    settings = ProviderSettings(name, type_, endpoint, credentials, mapped, options)
+    return ProviderConfig(
+        settings=settings, cls=cls,
+        priority=check.integer(spec, "priority", path, 1, minimum=0),
+        weight=check.number(spec, "weight", path, 1.0, minimum=0.0),
+        enabled=check.boolean(spec, "enabled", path, True),
+        timeout=check.duration(spec, "timeout", path, timeout, positive=True),
+        breaker=_breaker(check, check.mapping(spec, "breaker", path), f"{path}.breaker", breaker),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Fills:
+    endpoint: str | None = None
+    credentials: Mapping[str, str] = field(default_factory=dict)
+    options: Mapping[str, str] = field(default_factory=dict)
+
+
+def _emulated(emulation: Emulation | None, type_: str) -> _Fills:
+    if emulation is None or type_ not in emulation.endpoints:
+        return _Fills()
+    return _Fills(emulation.endpoints[type_], emulation.credentials.get(type_, {}),
+                  emulation.options.get(type_, {}))
+
+
+def _routes(
+    check: Checker, raw: Node, providers: tuple[ProviderConfig, ...],
+    templates: Mapping[str, TemplateConfig],
+) -> tuple[RouteConfig, ...]:
+    items = raw.get("routes")
+    if items is None:
+        return ()
+    if not isinstance(items, Seq):
+        check.problem(raw.line_of("routes"), "routes", "must be a list")
+        return ()
+    by_name = {p.name: p for p in providers}
+    out = []
+    for index, (item, line) in enumerate(zip(items, items.item_lines, strict=True)):
+        path = f"routes[{index}]"
+        spec = check.as_mapping(item, line, path)
+        check.keys(spec, path, ("match", "providers"))
+        match = check.mapping(spec, "match", path)
+        check.keys(match, f"{path}.match", ("template", "country"))
+        patterns = tuple(check.string_list(match, "template", f"{path}.match"))
+        countries = tuple(c.upper() for c in check.string_list(match, "country", f"{path}.match"))
+        names = tuple(check.string_list(spec, "providers", path))
+        if not names:
+            check.problem(spec.line_of("providers"), f"{path}.providers",
+                          "a route needs at least one provider")
+        for name in names:
+            if name not in by_name:
+                check.problem(spec.line_of("providers"), f"{path}.providers",
+                              f"unknown provider {name!r}; known: {', '.join(by_name) or 'none'}")
+        matched = [t for t in templates if not patterns
+                   or any(fnmatch.fnmatchcase(t, p) for p in patterns)]
+        for name in names:
+            provider = by_name.get(name)
+            unmappable = [t for t in matched if provider and not provider.cls.can_map(
+                provider.settings, t)]
+            if provider and patterns and unmappable and len(unmappable) == len(matched):
+                check.problem(spec.line_of("providers"), f"{path}.providers",
+                              f"provider {name!r} cannot map template(s) "
+                              f"{', '.join(unmappable)}: add them to its 'templates'")
+        out.append(RouteConfig(names, patterns, countries))
+    return tuple(out)

@@ -1,0 +1,191 @@
+"""Typed reads from line-numbered YAML that collect problems instead of stopping at the first."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.yamlsrc import Node, Seq, parse_duration, substitute
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One config error: where it is and what is wrong."""
+
+    file: str
+    line: int
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class ConfigError(ValueError):
+    """The config is invalid; ``problems`` lists every error found."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def _empty() -> Node:
+    node = Node()
+    node.key_lines = {}
+    return node
+
+
+class Checker:
+    """Reads values out of Node mappings; every wrong value becomes a Problem, not an exception."""
+
+    def __init__(self, source: str, env: Mapping[str, str] | None) -> None:
+        self.source = source
+        self.env = env
+        self.problems: list[Problem] = []
+
+    def problem(self, line: int, key: str, message: str) -> None:
+        self.problems.append(Problem(self.source, line, key, message))
+
+    def keys(self, node: Node, path: str, allowed: Iterable[str]) -> None:
+        allowed = tuple(allowed)
+        for key in node:
+            if key not in allowed:
+                self.problem(node.line_of(key), _join(path, key),
+                             f"unknown key; expected one of: {', '.join(allowed) or 'none'}")
+
+    def as_mapping(self, value: Any, line: int, path: str) -> Node:
+        if isinstance(value, Node):
+            return value
+        if value is not None:
+            self.problem(line, path, f"must be a mapping, not {_kind(value)}")
+        empty = _empty()
+        empty.line = line
+        return empty
+
+    def mapping(self, node: Node, key: str, path: str = "") -> Node:
+        value = node.get(key)
+        out = self.as_mapping(value, node.line_of(key), _join(path, key))
+        if value is None:
+            out.line = node.line_of(key)
+        return out
+
+    def _text(self, value: Any) -> tuple[Any, list[str]]:
+        if isinstance(value, str):
+            result = substitute(value, self.env)
+            return result.value, result.missing
+        return value, []
+
+    def string(
+        self, node: Node, key: str, path: str, default: str = "", *,
+        required: bool = False, secret: bool = False, line: int | None = None,
+    ) -> str:
+        if key not in node or node[key] is None:
+            if required:
+                self.problem(line or node.line, _join(path, key), "is required")
+            return default
+        value, _missing = self._text(node[key])
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            shown = "a value" if secret else _kind(value)
+            self.problem(node.line_of(key), _join(path, key), f"must be a string, not {shown}")
+            return default
+        return str(value)
+
+    def string_list(self, node: Node, key: str, path: str, *, secret: bool = False) -> list[str]:
+        value = node.get(key)
+        if value is None:
+            return []
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            self.problem(node.line_of(key), _join(path, key), "must be a list of strings")
+            return []
+        out = []
+        for item in value:
+            text, _missing = self._text(item)
+            if not isinstance(text, str | int) or isinstance(text, bool):
+                kind = "a value" if secret else _kind(text)
+                self.problem(node.line_of(key), _join(path, key), f"items must be strings: {kind}")
+                continue
+            out.append(str(text))
+        return out
+
+    def missing(self, line: int, path: str, raw: Any) -> None:
+        """A required value is empty; name the environment variables it came from, if any."""
+        names = substitute(raw, self.env).missing if isinstance(raw, str) else []
+        if names:
+            self.problem(line, path, "environment variable(s) not set: " + ", ".join(names))
+        else:
+            self.problem(line, path, "is required")
+
+    def _number(self, node: Node, key: str, path: str, default: float, kind: type) -> Any:
+        if key not in node or node[key] is None:
+            return default
+        value, _missing = self._text(node[key])
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            number = kind(value)
+            if kind is int and isinstance(value, float) and value != number:
+                raise ValueError
+        except (TypeError, ValueError):
+            self.problem(node.line_of(key), _join(path, key),
+                         f"must be {'an integer' if kind is int else 'a number'}, not {value!r}")
+            return default
+        return number
+
+    def integer(self, node: Node, key: str, path: str, default: int, minimum: int = 0) -> int:
+        value: int = self._number(node, key, path, default, int)
+        if value < minimum:
+            self.problem(node.line_of(key), _join(path, key), f"must be at least {minimum}")
+            return default
+        return value
+
+    def number(
+        self, node: Node, key: str, path: str, default: float, minimum: float | None = None,
+    ) -> float:
+        value: float = self._number(node, key, path, default, float)
+        if minimum is not None and value < minimum:
+            self.problem(node.line_of(key), _join(path, key), f"must be at least {minimum}")
+            return default
+        return value
+
+    def boolean(self, node: Node, key: str, path: str, default: bool) -> bool:
+        value, _missing = self._text(node.get(key, default))
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        if not isinstance(value, bool):
+            self.problem(node.line_of(key), _join(path, key), "must be true or false")
+            return default
+        return value
+
+    def duration(
+        self, node: Node, key: str, path: str, default: float, *, positive: bool = False,
+    ) -> float:
+        if key not in node or node[key] is None:
+            return default
+        value, _missing = self._text(node[key])
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            self.problem(node.line_of(key), _join(path, key), str(exc))
+            return default
+        if positive and seconds <= 0:
+            self.problem(node.line_of(key), _join(path, key), "must be above zero")
+            return default
+        return seconds
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, Node | dict):
+        return "a mapping"
+    if isinstance(value, Seq | list):
+        return "a list"
+    if isinstance(value, bool):
+        return "a boolean"
+    return type(value).__name__

@@ -1,0 +1,138 @@
+"""The one place aiohttp errors become outcomes.
+
+Whether a failed request may have reached the provider decides between "safe to fail over" and
+"maybe sent", so every request records, through aiohttp tracing, whether its headers left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import yarl
+from multidict import CIMultiDictProxy
+
+from providers.base import Delivery, Health, SendResult
+
+MAX_RESPONSE_BYTES = 256 * 1024  # provider answers are < 2 KiB; anything larger is not an answer
+
+
+@dataclass(frozen=True, slots=True)
+class WireResponse:
+    """A provider's HTTP answer, read in full (bounded)."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body as JSON, or None when it is not JSON."""
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+
+class _Attempt(SimpleNamespace):
+    tracked: bool = False
+    sent: bool = False
+
+
+async def _on_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+    if isinstance(ctx.trace_request_ctx, _Attempt):
+        ctx.trace_request_ctx.tracked = True
+
+
+async def _on_headers_sent(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+    if isinstance(ctx.trace_request_ctx, _Attempt):
+        ctx.trace_request_ctx.sent = True
+
+
+def tracing() -> aiohttp.TraceConfig:
+    """The trace config the shared session needs so timeouts can be told apart."""
+    config = aiohttp.TraceConfig()
+    config.on_request_start.append(_on_start)
+    config.on_request_headers_sent.append(_on_headers_sent)
+    return config
+
+
+def make_session(limit: int = 200) -> aiohttp.ClientSession:
+    """The app's one outgoing session: pooled, traced, no cookies, no default timeout."""
+    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, ttl_dns_cache=300)
+    return aiohttp.ClientSession(
+        connector=connector,
+        trace_configs=[tracing()],
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=None),
+        raise_for_status=False,
+    )
+
+
+def _maybe(reason: str) -> SendResult:
+    return SendResult(Delivery.UNKNOWN, Health.FAILURE, reason)
+
+
+def _safe(reason: str) -> SendResult:
+    return SendResult(Delivery.SAFE, Health.FAILURE, reason)
+
+
+async def exchange(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str | yarl.URL,
+    timeout: float,
+    *,
+    headers: Mapping[str, str] | None = None,
+    data: Any = None,
+) -> WireResponse | SendResult:
+    """Send one request within ``timeout``; a wire failure comes back as a classified result."""
+    attempt = _Attempt()
+    try:
+        async with asyncio.timeout(timeout):
+            async with session.request(
+                method, url, headers=headers, data=data, allow_redirects=False,
+                trace_request_ctx=attempt,
+            ) as resp:
+                body = await resp.content.read(MAX_RESPONSE_BYTES + 1)
+                if len(body) > MAX_RESPONSE_BYTES:
+                    resp.close()  # do not drain a runaway body
+                    return _maybe(f"HTTP {resp.status}: response too large")
+                return WireResponse(resp.status, resp.headers, body)
+    except TimeoutError:
+        if attempt.tracked and not attempt.sent:
+            return _safe("connect timeout")
+        return _maybe("timeout")
+    except aiohttp.ClientConnectorError as exc:
+        return _safe(f"connect failed: {_short(exc)}")
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
+            aiohttp.ClientOSError) as exc:
+        if attempt.tracked and not attempt.sent:
+            return _safe(f"connection error: {_short(exc)}")
+        return _maybe(f"connection lost: {type(exc).__name__}")
+    except aiohttp.ClientError as exc:
+        return _maybe(f"client error: {type(exc).__name__}")
+
+
+def _short(exc: aiohttp.ClientConnectorError) -> str:
+    errno_name = getattr(exc.os_error, "strerror", None) or type(exc.os_error).__name__
+    return str(errno_name).lower()
+
+
+def retry_after(headers: Mapping[str, str], *names: str) -> float | None:
+    """The first of ``names`` (default Retry-After) as seconds, when it is a positive number."""
+    for name in names or ("Retry-After",):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value)
+        except ValueError:
+            continue
+        if seconds > 0:
+            return seconds
+    return None

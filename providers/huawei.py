@@ -1,0 +1,96 @@
+"""Huawei Cloud MSGSMS ``batchSendSms`` v1 with X-WSSE, sent with aiohttp."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from providers import wsse
+from providers.base import Delivery, Health, Message, Provider, SendResult
+from providers.http import WireResponse, exchange, retry_after
+
+PATH = "/sms/batchSendSms/v1"
+
+# Failover classes from providers.md section 2.4-2.5.
+_DISABLE = frozenset({"E000102", "E000103", "E000106", "E000109", "E000111", "E000112",
+                      "E000620", "E000623", "E000630"})
+_CALLER = frozenset({"E000503"})
+_STATUS_CALLER = frozenset({"E200015", "E200028", "E200041"})
+_STATUS_CONFIG = frozenset({"E200029", "E200030", "E200031", "E200033"})
+
+
+def _per_number(result: list[Any]) -> SendResult:
+    statuses = [str(item.get("status", "")) for item in result if isinstance(item, dict)]
+    ok = [item for item in result if isinstance(item, dict) and item.get("status") == "000000"]
+    if ok:
+        ids = ",".join(str(item.get("smsMsgId", "")) for item in ok)
+        return SendResult.accepted(ids or None)
+    if statuses and all(s in _STATUS_CALLER for s in statuses):
+        return SendResult(Delivery.CALLER, Health.IGNORED, statuses[0])
+    if statuses and all(s in _STATUS_CALLER | _STATUS_CONFIG for s in statuses):
+        return SendResult(Delivery.SAFE, Health.FAILURE, statuses[0])
+    return SendResult(Delivery.UNKNOWN, Health.FAILURE, statuses[0] if statuses else "E000510")
+
+
+def classify(response: WireResponse) -> SendResult:
+    """Translate a Huawei answer into an outcome (providers.md 2.4-2.5)."""
+    body = response.json()
+    code = body.get("code") if isinstance(body, dict) else None
+    if response.status == 429:
+        wait = retry_after(response.headers)
+        return SendResult(Delivery.SAFE, Health.THROTTLED, "HTTP 429", retry_after=wait)
+    if not isinstance(code, str):
+        if response.status >= 500 or 200 <= response.status < 300:
+            return SendResult(Delivery.UNKNOWN, Health.FAILURE, f"HTTP {response.status}: no code")
+        return SendResult(Delivery.SAFE, Health.FAILURE, f"HTTP {response.status}")
+    result = body.get("result")
+    if code in ("000000", "E000510") and isinstance(result, list):
+        return _per_number(result)
+    if code in _CALLER:
+        return SendResult(Delivery.CALLER, Health.IGNORED, code)
+    if code in _DISABLE:
+        return SendResult(Delivery.SAFE, Health.DISABLED, code)
+    if code == "E000000" or response.status >= 500 or response.status < 400:
+        return SendResult(Delivery.UNKNOWN, Health.FAILURE, code)  # "System error": maybe sent
+    return SendResult(Delivery.SAFE, Health.FAILURE, code)  # auth, header and format errors
+
+
+class HuaweiProvider(Provider):
+    """batchSendSms: form body, templateParas as a JSON list in the template's param order."""
+
+    type_name = "huawei"
+    credential_keys = ("app_key", "app_secret")
+    required_options = ("sender",)
+    optional_options = ("signature", "status_callback")
+    default_endpoint = "https://smsapi.cn-north-4.myhuaweicloud.com:443"
+
+    def form(self, message: Message) -> dict[str, str]:
+        """The form fields, in the doc demo's order."""
+        options = self.settings.options
+        fields = {
+            "from": str(options["sender"]),
+            "to": ",".join(message.to),
+            "templateId": self.template_id(message.template),
+        }
+        if message.params:
+            fields["templateParas"] = json.dumps(message.ordered_params, ensure_ascii=False)
+        if options.get("status_callback"):
+            fields["statusCallback"] = str(options["status_callback"])
+        if options.get("signature"):
+            fields["signature"] = str(options["signature"])
+        fields["extend"] = message.id
+        return fields
+
+    async def send(self, message: Message, timeout: float) -> SendResult:
+        creds = self.settings.credentials
+        headers = {
+            "Authorization": wsse.AUTHORIZATION,
+            "X-WSSE": wsse.x_wsse(creds["app_key"].reveal(), creds["app_secret"].reveal()),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+        response = await exchange(self.session, "POST", f"{self.endpoint}{PATH}", timeout,
+                                  headers=headers, data=self.form(message))
+        return response if isinstance(response, SendResult) else classify(response)
+
+    def describe(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "sender": self.settings.options.get("sender")}
