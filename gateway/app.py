@@ -1,0 +1,173 @@
+"""The app factory and the :class:`Gateway` that handlers reach through ``app[gateway_key]``."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from gateway.breaker import State
+from gateway.config import MAX_BODY_BYTES, Config
+from gateway.keys import gateway_key
+from gateway.metrics import Metrics
+from gateway.problems import Problem, json_reply, problem_body, problem_middleware
+from gateway.records import IdempotencyStore, Records, SendRecord
+from gateway.router import Outcome, Router, Snapshot
+from gateway.runtime import Runtime
+from gateway.validate import SendRequest
+from providers.base import Message
+from providers.http import make_session
+
+if TYPE_CHECKING:
+    from gateway.emulators import EmulatorServer
+
+log = logging.getLogger(__name__)
+
+_PROBLEM_SLUG = {422: "rejected-by-provider", 429: "recipient-rate-limited",
+                 502: "all-providers-failed", 503: "no-provider-available"}
+
+
+class Gateway:
+    """Everything the handlers share; the runtime exists while the app runs."""
+
+    def __init__(self, config: Config, *, config_path: Path | None = None,
+                 loader: Callable[[], Config] | None = None,
+                 emulators: Mapping[str, EmulatorServer] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.initial_config = config
+        self.config_path = config_path
+        self.loader = loader
+        self.emulators = dict(emulators or {})
+        self.clock = clock
+        self.metrics = Metrics(self._breaker_states)
+        self.router = Router(self._count_attempt, clock=clock)
+        self.records = Records()
+        self.idempotency = IdempotencyStore()
+        self._runtime: Runtime | None = None
+        self.started_at = time.time()
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            raise RuntimeError("the gateway is not started")
+        return self._runtime
+
+    def _breaker_states(self) -> list[tuple[str, str]]:
+        return list(self._runtime.breaker_states()) if self._runtime else []
+
+    def _count_attempt(self, provider: str, outcome: str) -> None:
+        self.metrics.attempts.labels(provider, outcome).inc()
+
+    def _count_transition(self, name: str, _old: State, new: State, _reason: str) -> None:
+        self.metrics.transitions.labels(name, new.value).inc()
+
+    async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
+        """cleanup_ctx: the one ClientSession and the providers built on it."""
+        async with make_session() as session:
+            self._runtime = Runtime(self.initial_config, session, clock=self.clock,
+                                    on_transition=self._count_transition)
+            yield
+            self._runtime = None
+
+    # -- auth --------------------------------------------------------------------------------
+
+    def caller(self, request: web.Request) -> str:
+        """The caller's key id ("" when auth is off); Problem 401 when the key is wrong."""
+        keys = self.runtime.config.server.api_keys
+        if not keys:
+            return ""
+        given = request.headers.get("X-API-Key", "")
+        auth = request.headers.get("Authorization", "")
+        if auth[:7].lower() == "bearer ":
+            given = auth[7:].strip()
+        matched = -1
+        for index, key in enumerate(keys):  # no early exit: constant time over all keys
+            if hmac.compare_digest(given.encode(), key.reveal().encode()):
+                matched = index
+        if not given or matched < 0:
+            raise Problem(401, "a valid API key is required (Authorization: Bearer KEY)",
+                          slug="unauthorized")
+        return f"key{matched}"
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def dispatch(self, snapshot: Snapshot, send: SendRequest) -> Reply:
+        """Route one valid request and turn the outcome into the API's response."""
+        started = self.clock()
+        message = Message(uuid.uuid4().hex, tuple(n.e164 for n in send.numbers),
+                          send.template.name, send.params)
+        record = SendRecord.start(message.id, message.template, list(message.to))
+        self.records.add(record)
+        outcome = await self.router.send(snapshot, message, send.template, send.countries)
+        record.status, record.http_status = outcome.state, outcome.status
+        record.provider, record.provider_message_id = outcome.provider, outcome.provider_message_id
+        record.attempts = [a.as_dict() for a in outcome.attempts]
+        self.metrics.requests.labels(str(outcome.status)).inc()
+        self.metrics.latency.observe(self.clock() - started)
+        log.info("send %s %s via %s: %s", message.id, message.template,
+                 outcome.provider or "-", outcome.state)
+        return _reply(message, outcome, record.attempts)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A send's answer, kept as data so an Idempotency-Key repeat can replay it."""
+
+    status: int
+    body: dict[str, Any]
+    retry_after: float | None = None
+
+    def response(self) -> web.Response:
+        return json_reply(self.status, self.body, self.retry_after)
+
+
+def _reply(message: Message, outcome: Outcome, attempts: list[dict[str, Any]]) -> Reply:
+    if outcome.status in (200, 202):
+        return Reply(outcome.status, {
+            "id": message.id, "status": outcome.state, "provider": outcome.provider,
+            "provider_message_id": outcome.provider_message_id, "to": list(message.to),
+            "attempts": attempts, "message": "send",
+        })
+    detail = outcome.reason
+    if outcome.status == 422:
+        detail = f"{outcome.provider} rejected the message as the caller's fault: {detail}"
+    elif outcome.status == 429:
+        detail = f"{outcome.provider} limits messages to this recipient: {detail}"
+    body = problem_body(outcome.status, detail, _PROBLEM_SLUG.get(outcome.status),
+                        id=message.id, attempts=attempts)
+    return Reply(outcome.status, body, outcome.retry_after)
+
+
+def create_app(
+    config: Config,
+    *,
+    config_path: Path | None = None,
+    loader: Callable[[], Config] | None = None,
+    emulators: Mapping[str, EmulatorServer] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    watch: bool = False,
+) -> web.Application:
+    """Build the app; nothing starts until it runs (session, providers, config watcher)."""
+    from gateway import dashboard, handlers, reload
+
+    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY_BYTES)
+    gateway = Gateway(config, config_path=config_path, loader=loader, emulators=emulators,
+                      clock=clock)
+    app[gateway_key] = gateway
+    app.cleanup_ctx.append(gateway.lifecycle)
+    handlers.setup_routes(app)
+    dashboard.setup(app)
+    if gateway.emulators:
+        from gateway.emulators import control_routes
+
+        app.add_routes(control_routes(gateway.emulators))
+    if watch and config_path is not None and loader is not None:
+        app.cleanup_ctx.append(reload.watcher)
+    return app

@@ -1,0 +1,158 @@
+"""``sms-gateway``: flags, logging first, config, then the server until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from functools import partial
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway import __version__
+from gateway.config import Config, ConfigError, Emulation, load_config
+from gateway.logs import setup_console, setup_file
+
+log = logging.getLogger("gateway")
+
+EXIT_CONFIG = 2
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="sms-gateway", description="Send SMS through prioritized providers with failover.")
+    parser.add_argument("--config", default="config.yaml", help="config file (./config.yaml)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
+    parser.add_argument("--env-file", help="KEY=VALUE lines loaded into the environment first")
+    parser.add_argument("--log-level", help="overrides logging.level from the config")
+    parser.add_argument("--emulate", action="store_true",
+                        help="run the Aliyun and Huawei emulators in-process and use them")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the config, print every problem, exit 0 or 2")
+    parser.add_argument("--version", action="version", version=f"sms-gateway {__version__}")
+    return parser.parse_args(argv)
+
+
+def load_env_file(path: Path) -> None:
+    """The seed's ``--env-file``: ``KEY=VALUE`` lines; blank lines and ``#`` comments skipped."""
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export "):]
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ValueError(f"{path}:{number}: expected KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        os.environ[key.strip()] = value
+
+
+def emulation_for(urls: Mapping[str, str]) -> Emulation:
+    """Point aliyun/huawei providers at emulators, with emulator credentials where unset."""
+    from gateway.emulators import EMULATOR_CREDENTIALS, EMULATOR_OPTIONS
+
+    return Emulation(endpoints=dict(urls), credentials=EMULATOR_CREDENTIALS,
+                     options=EMULATOR_OPTIONS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``sms-gateway`` and ``python -m gateway``."""
+    args = parse_args(argv)
+    setup_console(args.log_level or "INFO")
+    if args.env_file:
+        try:
+            load_env_file(Path(args.env_file))
+        except (OSError, ValueError) as exc:
+            log.error("cannot read --env-file: %s", exc)
+            return EXIT_CONFIG
+    path = Path(args.config)
+    if args.check:
+        placeholder = {"aliyun": "http://127.0.0.1:1", "huawei": "http://127.0.0.1:1"}
+        try:
+            load_config(path, emulation=emulation_for(placeholder) if args.emulate else None)
+        except ConfigError as exc:
+            print(f"{path}: invalid\n{exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        print(f"{path}: ok")
+        return 0
+    try:
+        return asyncio.run(serve(args, path))
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping
+        return 130
+
+
+async def serve(args: argparse.Namespace, path: Path) -> int:
+    """Run until a signal; in-flight sends finish (up to server.shutdown_timeout)."""
+    from gateway.app import create_app
+    from gateway.emulators import EmulatorServer, start_emulators
+
+    emulators: dict[str, EmulatorServer] = await start_emulators() if args.emulate else {}
+    try:
+        emulation = emulation_for({k: s.url for k, s in emulators.items()}) if emulators else None
+        loader = partial(load_config, path, emulation=emulation)
+        try:
+            config = loader()
+        except ConfigError as exc:
+            log.error("invalid config, not starting:\n%s", exc)
+            return EXIT_CONFIG
+        log_file = setup_file(config.logging, args.log_level)
+        app = create_app(config, config_path=path, loader=loader, emulators=emulators,
+                         watch=True)
+        return await _run(app, config, args, log_file)
+    finally:
+        for server in emulators.values():
+            await server.stop()
+
+
+async def _run(app: web.Application, config: Config, args: argparse.Namespace,
+               log_file: Path | None) -> int:
+    from gateway.keys import gateway_key
+    from gateway.reload import reload_now
+
+    runner = web.AppRunner(app, handle_signals=False, access_log=logging.getLogger(
+        "aiohttp.access"), shutdown_timeout=config.server.shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", args.host, args.port, exc)
+        await runner.cleanup()
+        return 1
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_stop(signame: str) -> None:
+        if stopping.is_set():
+            log.warning("second %s: exiting now", signame)
+            os._exit(1)
+        log.info("%s: stopping; finishing in-flight sends (up to %ss)", signame,
+                 config.server.shutdown_timeout)
+        stopping.set()
+
+    def on_hup() -> None:
+        task = loop.create_task(reload_now(app[gateway_key]))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_stop, sig.name)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    banner = f"sms-gateway {__version__} on http://{args.host}:{args.port}/ (dashboard at /)"
+    if config.emulated:
+        banner += " - emulated: nothing is delivered"
+    log.info("%s; config %s; log file %s", banner, config.source, log_file or "none")
+    await stopping.wait()
+    await runner.cleanup()
+    log.info("stopped")
+    return 0

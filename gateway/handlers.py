@@ -1,0 +1,114 @@
+"""HTTP handlers for the API: sending, records, status, health, metrics and admin."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.app import Reply
+from gateway.keys import gateway_key
+from gateway.problems import Problem
+from gateway.records import Conflict
+from gateway.status import provider_status, ready, recent_sends, status_document
+from gateway.validate import parse_send, read_json
+
+# A stored answer is replayed only when the send's outcome is final; 429/502/503 sent nothing,
+# so a retry with the same key must be free to try again.
+_REPLAYABLE = frozenset({200, 202, 422})
+
+
+async def send_sms(request: web.Request) -> web.Response:
+    """POST /sms (and the seed's POST /api/sms)."""
+    gateway = request.app[gateway_key]
+    caller = gateway.caller(request)
+    body = await read_json(request)
+    snapshot = gateway.runtime.snapshot  # the whole send runs on the config it began with
+    send = parse_send(body, snapshot.config)
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return (await gateway.dispatch(snapshot, send)).response()
+    if not key or len(key) > 255:
+        raise Problem(400, "Idempotency-Key must be 1-255 characters", slug="invalid-request")
+    scoped = f"{caller}\0{key}"
+    try:
+        stored = gateway.idempotency.begin(scoped, send.fingerprint())
+    except Conflict as exc:
+        raise Problem(409, exc.reason, slug="idempotency-conflict") from None
+    if stored is not None:
+        response = Reply(*stored).response()
+        response.headers["Idempotent-Replayed"] = "true"
+        return response
+    try:
+        reply = await gateway.dispatch(snapshot, send)
+    except BaseException:
+        gateway.idempotency.forget(scoped)
+        raise
+    if reply.status in _REPLAYABLE:
+        gateway.idempotency.finish(scoped, reply.status, reply.body)
+    else:
+        gateway.idempotency.forget(scoped)
+    return reply.response()
+
+
+async def get_sms(request: web.Request) -> web.Response:
+    """GET /sms/{id}: the retained record, numbers masked."""
+    gateway = request.app[gateway_key]
+    gateway.caller(request)
+    record = gateway.records.get(request.match_info["id"])
+    if record is None:
+        raise Problem(404, "no send with this id is retained", slug="not-found")
+    return web.json_response(record.as_dict())
+
+
+async def status(request: web.Request) -> web.Response:
+    gateway = request.app[gateway_key]
+    doc = status_document(gateway)
+    if request.query.get("recent"):
+        doc["recent"] = recent_sends(gateway)
+    return web.json_response(doc)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if ready(request.app[gateway_key]):
+        return web.json_response({"status": "ready"})
+    raise Problem(503, "no provider can take traffic now", slug="not-ready")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[gateway_key].metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def admin_breaker(request: web.Request) -> web.Response:
+    """POST /admin/providers/{name}/open|close|reset."""
+    gateway = request.app[gateway_key]
+    gateway.caller(request)
+    name, action = request.match_info["name"], request.match_info["action"]
+    member = gateway.runtime.member(name)
+    if member is None:
+        raise Problem(404, f"no provider named {name!r}", slug="not-found")
+    if action == "open":
+        member.breaker.force_open()
+    elif action == "close":
+        member.breaker.force_close()
+    elif action == "reset":
+        member.breaker.force_close()
+        member.stats.reset()
+    else:
+        raise Problem(404, "the action must be open, close or reset", slug="not-found")
+    return web.json_response(provider_status(gateway, member))
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_post("/sms", send_sms)
+    app.router.add_post("/api/sms", send_sms)
+    app.router.add_get("/sms/{id}", get_sms)
+    app.router.add_get("/status", status)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/admin/providers/{name}/{action}", admin_breaker)

@@ -1,0 +1,57 @@
+"""Prometheus metrics in a registry per app (no process globals)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+BREAKER_STATES = ("closed", "open", "half_open", "disabled")
+
+
+class _BreakerCollector(Collector):
+    """Reads breaker states at scrape time, so sends pay nothing for this gauge."""
+
+    def __init__(self, read: Callable[[], Iterable[tuple[str, str]]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "sms_breaker_state", "1 for the breaker's current state, per provider",
+            labels=["provider", "state"],
+        )
+        for provider, current in self._read():
+            for state in BREAKER_STATES:
+                family.add_metric([provider, state], 1.0 if state == current else 0.0)
+        yield family
+
+
+class Metrics:
+    """The gateway's metrics; ``read_breakers`` yields (provider, state) pairs at scrape time."""
+
+    def __init__(self, read_breakers: Callable[[], Iterable[tuple[str, str]]]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "sms_requests", "Send requests answered, by HTTP status",
+            ["status"], registry=self.registry,
+        )
+        self.attempts = Counter(
+            "sms_attempts", "Provider attempts, by provider and outcome",
+            ["provider", "outcome"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "sms_send_duration_seconds", "Time to answer a send request, failovers included",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30),
+            registry=self.registry,
+        )
+        self.reloads = Counter(
+            "sms_config_reloads", "Config reloads, by result", ["result"],
+            registry=self.registry,
+        )
+        self.transitions = Counter(
+            "sms_breaker_transitions", "Breaker state changes, by provider and new state",
+            ["provider", "state"], registry=self.registry,
+        )
+        self.registry.register(_BreakerCollector(read_breakers))

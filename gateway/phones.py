@@ -1,0 +1,45 @@
+"""Phone numbers: parsed and normalized to E.164 with ``phonenumbers``, masked for display."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import phonenumbers
+
+_ALLOWED = re.compile(r"^[0-9+()\-. ]{3,32}$")  # what a person writes; no letters, no CR/LF
+
+
+@dataclass(frozen=True, slots=True)
+class Number:
+    e164: str
+    region: str
+
+
+def normalize(raw: str, region: str) -> Number:
+    """Parse one number (``region`` applies when it has no +); ValueError says what is wrong."""
+    if not _ALLOWED.match(raw):
+        raise ValueError("not a phone number: only digits, spaces, +, -, ., ( and ) are allowed")
+    try:
+        parsed = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(f"not a phone number: {exc._msg}") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValueError("not a valid phone number for its region")
+    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return Number(e164, phonenumbers.region_code_for_number(parsed) or "ZZ")
+
+
+def mask(number: str) -> str:
+    """``+8613800138000`` -> ``+86138*****00``: enough to recognize, not enough to dial."""
+    if len(number) <= 6:
+        return "*" * len(number)
+    return number[:6] + "*" * (len(number) - 8) + number[-2:]
+
+
+_NUMBER_IN_TEXT = re.compile(r"(?<![\w.])\+?\d{7,15}(?![\w.])")
+
+
+def mask_text(text: str) -> str:
+    """Mask every free-standing run of 7-15 digits (a phone number, possibly) in a log line."""
+    return _NUMBER_IN_TEXT.sub(lambda m: mask(m.group(0)), text)

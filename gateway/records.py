@@ -1,0 +1,118 @@
+"""In-memory, bounded stores: send records for ``GET /sms/{id}`` and idempotency keys."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.phones import mask
+
+
+@dataclass(slots=True)
+class SendRecord:
+    """What happened to one send; numbers are kept masked only."""
+
+    id: str
+    template: str
+    to: list[str]  # masked
+    created_at: float = field(default_factory=time.time)
+    status: str = "pending"
+    http_status: int = 0
+    provider: str | None = None
+    provider_message_id: str | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, message_id: str, template: str, numbers: list[str]) -> SendRecord:
+        return cls(message_id, template, [mask(n) for n in numbers])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "status": self.status, "template": self.template, "to": self.to,
+            "provider": self.provider, "provider_message_id": self.provider_message_id,
+            "created_at": self.created_at, "http_status": self.http_status,
+            "attempts": self.attempts,
+        }
+
+
+class Records:
+    """The last ``capacity`` send records, oldest evicted first."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._capacity = capacity
+        self._items: OrderedDict[str, SendRecord] = OrderedDict()
+
+    def add(self, record: SendRecord) -> None:
+        self._items[record.id] = record
+        if len(self._items) > self._capacity:
+            self._items.popitem(last=False)
+
+    def get(self, message_id: str) -> SendRecord | None:
+        return self._items.get(message_id)
+
+    def recent(self, count: int) -> list[SendRecord]:
+        out = []
+        for record in reversed(self._items.values()):
+            out.append(record)
+            if len(out) == count:
+                break
+        return out
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass(slots=True)
+class _Entry:
+    fingerprint: str
+    created: float
+    response: tuple[int, dict[str, Any]] | None = None
+
+
+class Conflict(Exception):
+    """The key is in use: ``reason`` says whether by another body or by a send in flight."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class IdempotencyStore:
+    """``Idempotency-Key`` -> the first answer, for ``ttl`` seconds, at most ``capacity`` keys."""
+
+    def __init__(self, capacity: int = 100_000, ttl: float = 24 * 3600,
+                 clock: Any = time.monotonic) -> None:
+        self._capacity = capacity
+        self._ttl = ttl
+        self._clock = clock
+        self._items: OrderedDict[str, _Entry] = OrderedDict()
+
+    def begin(self, key: str, fingerprint: str) -> tuple[int, dict[str, Any]] | None:
+        """The stored answer for a repeat, None for a new key (now reserved); Conflict otherwise."""
+        now = self._clock()
+        while self._items:
+            oldest = next(iter(self._items.values()))
+            if now - oldest.created < self._ttl and len(self._items) < self._capacity:
+                break
+            self._items.popitem(last=False)
+        entry = self._items.get(key)
+        if entry is None:
+            self._items[key] = _Entry(fingerprint, now)
+            return None
+        if entry.fingerprint != fingerprint:
+            raise Conflict("this Idempotency-Key was used with a different request body")
+        if entry.response is None:
+            raise Conflict("a request with this Idempotency-Key is still in flight")
+        return entry.response
+
+    def finish(self, key: str, status: int, body: dict[str, Any]) -> None:
+        """Keep the answer for repeats."""
+        entry = self._items.get(key)
+        if entry is not None:
+            entry.response = (status, body)
+
+    def forget(self, key: str) -> None:
+        """Free the key: nothing was sent, so a retry with it may send."""
+        self._items.pop(key, None)

@@ -1,0 +1,186 @@
+"""Failover: try providers by route, priority and weight, each behind its breaker.
+
+The rules that keep a message from being lost or sent twice live here:
+- a caller fault (422) or per-recipient limit (429) stops at once and never fails over;
+- an unknown outcome (maybe sent) stops unless the template says ``on_unknown: failover``;
+- a 502 therefore always means no provider could have sent the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.breaker import CircuitBreaker
+from gateway.config import Config, ProviderConfig, TemplateConfig
+from gateway.stats import ProviderStats
+from providers.base import Delivery, Health, Message, Provider, SendResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False, slots=True)
+class Member:
+    """A provider in the running config, with the breaker and stats that outlive reloads."""
+
+    config: ProviderConfig
+    provider: Provider
+    breaker: CircuitBreaker
+    stats: ProviderStats
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One loaded config and its providers; in-flight sends keep the snapshot they began with."""
+
+    config: Config
+    members: tuple[Member, ...]  # priority order; ties keep config order
+
+    def plan(self, template: str, countries: frozenset[str],
+             rand: Callable[[], float] = random.random) -> list[Member]:
+        """Providers to try, in order: the first matching route, else all by priority+weight."""
+        usable = {m.name: m for m in self.members
+                  if m.config.enabled and m.config.cls.can_map(m.config.settings, template)}
+        for route in self.config.routes:
+            if route.matches(template, countries):
+                return [usable[n] for n in route.providers if n in usable]
+        ordered: list[Member] = []
+        for priority in sorted({m.config.priority for m in usable.values()}):
+            group = [m for m in usable.values() if m.config.priority == priority]
+            ordered.extend(sorted(group, key=lambda m: _weighted_key(m.config.weight, rand)))
+        return ordered
+
+
+def _weighted_key(weight: float, rand: Callable[[], float]) -> float:
+    """Efraimidis-Spirakis: sorting by -u**(1/w) is a weighted random permutation."""
+    if weight <= 0:
+        return 1.0  # weight 0: only after every weighted peer
+    return -(rand() ** (1.0 / weight))
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One provider tried (or skipped) for a message."""
+
+    provider: str
+    outcome: str  # accepted | failed | rejected | unknown | skipped
+    error: str = ""
+    duration_ms: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"provider": self.provider, "outcome": self.outcome,
+                "error": self.error or None, "duration_ms": round(self.duration_ms, 1)}
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the router concluded, ready to become a response."""
+
+    status: int
+    state: str  # sent | unknown | rejected | rate_limited | failed | unavailable
+    attempts: list[Attempt] = field(default_factory=list)
+    provider: str | None = None
+    provider_message_id: str | None = None
+    reason: str = ""
+    retry_after: float | None = None
+
+
+_OUTCOME = {Delivery.ACCEPTED: "accepted", Delivery.SAFE: "failed", Delivery.CALLER: "rejected",
+            Delivery.RCPT_LIMIT: "rejected", Delivery.UNKNOWN: "unknown"}
+
+
+class Router:
+    """Sends one message through a snapshot's providers."""
+
+    def __init__(
+        self,
+        on_attempt: Callable[[str, str], None] = lambda provider, outcome: None,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._on_attempt = on_attempt
+        self._clock = clock
+        self._rand = rand
+
+    async def send(self, snapshot: Snapshot, message: Message, template: TemplateConfig,
+                   countries: frozenset[str]) -> Outcome:
+        deadline = self._clock() + snapshot.config.deadline
+        plan = snapshot.plan(message.template, countries, self._rand)
+        attempts: list[Attempt] = []
+        for member in plan:
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                attempts.append(self._skip(member, "request deadline exceeded"))
+                continue
+            timeout = min(member.config.timeout, remaining)
+            permit = member.breaker.acquire(timeout)
+            if permit is None:
+                attempts.append(self._skip(member, f"circuit {member.breaker.state.value}"))
+                continue
+            started = self._clock()
+            try:
+                result = await member.provider.send(message, timeout)
+            except asyncio.CancelledError:
+                member.breaker.release(permit)  # the caller went away: says nothing of the provider
+                raise
+            except Exception as exc:  # a provider bug must not lose the message
+                log.exception("provider %s raised instead of returning an outcome", member.name)
+                result = SendResult(Delivery.UNKNOWN, Health.FAILURE, type(exc).__name__)
+            member.breaker.record(permit, result.health, result.retry_after)
+            attempt = Attempt(member.name, _OUTCOME[result.delivery], result.reason,
+                              (self._clock() - started) * 1000)
+            self._observe(member, attempt)
+            attempts.append(attempt)
+            final = self._conclude(member, result, template, attempts)
+            if final is not None:
+                return final
+        return self._exhausted(plan, attempts)
+
+    def _skip(self, member: Member, why: str) -> Attempt:
+        attempt = Attempt(member.name, "skipped", why)
+        self._observe(member, attempt)
+        return attempt
+
+    def _observe(self, member: Member, attempt: Attempt) -> None:
+        member.stats.observe(attempt.outcome, attempt.duration_ms / 1000, attempt.error)
+        self._on_attempt(member.name, attempt.outcome)
+        if attempt.outcome in ("failed", "unknown"):
+            log.warning("provider %s %s: %s", member.name, attempt.outcome, attempt.error)
+
+    def _conclude(self, member: Member, result: SendResult, template: TemplateConfig,
+                  attempts: list[Attempt]) -> Outcome | None:
+        """The final outcome after this attempt, or None to try the next provider."""
+        delivery = result.delivery
+        if delivery is Delivery.ACCEPTED:
+            return Outcome(200, "sent", attempts, member.name, result.provider_message_id)
+        if delivery is Delivery.CALLER:
+            return Outcome(422, "rejected", attempts, member.name, reason=result.reason)
+        if delivery is Delivery.RCPT_LIMIT:
+            return Outcome(429, "rate_limited", attempts, member.name, reason=result.reason,
+                           retry_after=result.retry_after or 60.0)
+        if delivery is Delivery.UNKNOWN and template.on_unknown == "stop":
+            return Outcome(202, "unknown", attempts, member.name, reason=result.reason)
+        return None
+
+    def _exhausted(self, plan: list[Member], attempts: list[Attempt]) -> Outcome:
+        """Every provider was tried or skipped and none accepted."""
+        unknown = [a for a in attempts if a.outcome == "unknown"]
+        if unknown:  # on_unknown: failover, and one of them may have sent it
+            return Outcome(202, "unknown", attempts, unknown[-1].provider,
+                           reason=unknown[-1].error)
+        if any(a.outcome == "failed" for a in attempts):
+            return Outcome(502, "failed", attempts, reason="every provider tried failed")
+        waits = [m.breaker.retry_in() for m in plan]
+        retry = max(1.0, math.ceil(min(waits))) if waits else 60.0
+        why = "every provider is open or disabled" if plan else "no enabled provider can send it"
+        return Outcome(503, "unavailable", attempts, reason=why, retry_after=retry)

@@ -1,0 +1,139 @@
+"""``POST /sms`` bodies: read within limits, parsed, and checked against the running config.
+
+Order matters for the status a caller sees: 415 (content type), 413 (size), 400 (shape),
+413 (too many numbers), then 422 with every template, param and number problem listed at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from gateway.config import MAX_BODY_BYTES, Config, TemplateConfig
+from gateway.phones import Number, normalize
+from gateway.problems import Problem
+
+_FIELDS = ("to", "receivers", "template", "params")
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """A valid send: normalized, de-duplicated numbers and params in the template's order."""
+
+    numbers: tuple[Number, ...]
+    template: TemplateConfig
+    params: dict[str, str]
+
+    @property
+    def countries(self) -> frozenset[str]:
+        return frozenset(n.region for n in self.numbers)
+
+    def fingerprint(self) -> str:
+        """Same numbers, template and params: same fingerprint (for Idempotency-Key)."""
+        canonical = json.dumps([sorted(n.e164 for n in self.numbers), self.template.name,
+                                self.params], sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json"))
+
+
+async def read_json(request: web.Request) -> Any:
+    """The JSON body, or a Problem (415, 413, 400) without reading more than the limit."""
+    if not _is_json(request.content_type):
+        raise Problem(415, "send the body as application/json", slug="unsupported-media-type")
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise Problem(413, f"the body is over {MAX_BODY_BYTES} bytes", slug="body-too-large")
+    try:
+        raw = await request.read()  # the app's client_max_size stops a chunked body at the limit
+    except web.HTTPRequestEntityTooLarge:
+        raise Problem(413, f"the body is over {MAX_BODY_BYTES} bytes",
+                      slug="body-too-large") from None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise Problem(400, "the body is not valid JSON", slug="invalid-json") from None
+
+
+def _bad(detail: str, errors: list[dict[str, str]] | None = None) -> Problem:
+    return Problem(400, detail, slug="invalid-request", errors=errors)
+
+
+def _numbers_field(body: dict[str, Any]) -> list[str]:
+    if "to" in body and "receivers" in body:
+        raise _bad("give the numbers as 'to' or as 'receivers', not both")
+    raw = body.get("to", body.get("receivers"))
+    if raw is None:
+        raise _bad("'to' is required", [{"field": "to", "message": "is required"}])
+    if isinstance(raw, str):
+        raw = [part.strip() for part in raw.split(",") if part.strip()]
+    if not isinstance(raw, list) or not all(isinstance(n, str) for n in raw):
+        raise _bad("'to' must be a list of phone numbers or one comma-separated string",
+                   [{"field": "to", "message": "must be a list of strings"}])
+    if not raw:
+        raise _bad("'to' has no numbers", [{"field": "to", "message": "is empty"}])
+    return raw
+
+
+def _params_field(body: dict[str, Any]) -> dict[str, str]:
+    raw = body.get("params", {})
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise _bad("'params' must be an object", [{"field": "params", "message": "not an object"}])
+    out = {}
+    for key, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise _bad(f"param {key!r} must be a string or a number",
+                       [{"field": f"params.{key}", "message": "must be a string or a number"}])
+        out[key] = value if isinstance(value, str) else json.dumps(value)
+    return out
+
+
+def parse_send(body: Any, config: Config) -> SendRequest:
+    """Check a decoded body against the config; raise Problem with every error found."""
+    if not isinstance(body, dict):
+        raise _bad("the body must be a JSON object")
+    unknown = [k for k in body if k not in _FIELDS]
+    if unknown:
+        raise _bad(f"unknown field(s): {', '.join(map(str, unknown))}",
+                   [{"field": str(k), "message": "unknown field"} for k in unknown])
+    raw_numbers = _numbers_field(body)
+    template_name = body.get("template")
+    if not isinstance(template_name, str) or not template_name:
+        raise _bad("'template' must be a non-empty string",
+                   [{"field": "template", "message": "must be a non-empty string"}])
+    params = _params_field(body)
+    limit = config.server.max_recipients
+    if len(raw_numbers) > limit:
+        raise Problem(413, f"{len(raw_numbers)} numbers; at most {limit} per request",
+                      slug="too-many-recipients")
+    errors: list[dict[str, str]] = []
+    template = config.templates.get(template_name)
+    if template is None:
+        known = ", ".join(sorted(config.templates)) or "none"
+        errors.append({"field": "template", "message": f"unknown template; known: {known}"})
+    else:
+        errors += [{"field": f"params.{p}", "message": "missing"}
+                   for p in template.params if p not in params]
+        errors += [{"field": f"params.{p}", "message": "not a param of this template"}
+                   for p in params if p not in template.params]
+    numbers: dict[str, Number] = {}
+    for index, raw in enumerate(raw_numbers):
+        try:
+            number = normalize(raw, config.region)
+        except ValueError as exc:
+            errors.append({"field": f"to[{index}]", "message": str(exc)})
+            continue
+        numbers.setdefault(number.e164, number)  # the same person never gets it twice
+    if errors or template is None:
+        raise Problem(422, "the message cannot be sent as given; see 'errors'",
+                      slug="unprocessable", errors=errors)
+    ordered = {p: params[p] for p in template.params}
+    return SendRequest(tuple(numbers.values()), template, ordered)
