@@ -46,11 +46,11 @@ class Gateway:
         self.loader = loader
         self.emulators = dict(emulators or {})
         self.clock = clock
+        self._runtime: Runtime | None = None
         self.metrics = Metrics(self._breaker_states)
         self.router = Router(self._count_attempt, clock=clock)
         self.records = Records()
         self.idempotency = IdempotencyStore()
-        self._runtime: Runtime | None = None
         self.started_at = time.time()
 
     @property
@@ -158,6 +158,8 @@ def create_app(
     from gateway import dashboard, handlers, reload
 
     app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY_BYTES)
+    if config_path is not None:
+        config_path = config_path.resolve()  # the watcher matches changes by this path
     gateway = Gateway(config, config_path=config_path, loader=loader, emulators=emulators,
                       clock=clock)
     app[gateway_key] = gateway

@@ -105,9 +105,9 @@ class CircuitBreaker:
 
     @property
     def state(self) -> State:
-        if self._state in (State.OPEN, State.DISABLED) and not self._forced:
-            if self._clock() >= self._until:
-                self._move(State.HALF_OPEN, "probing")
+        timed = self._state in (State.OPEN, State.DISABLED) and not self._forced
+        if timed and self._clock() >= self._until:
+            self._move(State.HALF_OPEN, "probing")
         return self._state
 
     @property
@@ -196,7 +196,7 @@ class CircuitBreaker:
 
     def _open_time(self) -> float:
         s = self.settings
-        base = s.open_for * (2 ** min(self._level, 30))
+        base = s.open_for * math.pow(2, min(self._level, 30))
         return min(base * (1 + 0.2 * self._rand()), s.max_open_for)
 
     # -- transitions -------------------------------------------------------------------------

@@ -38,7 +38,7 @@ async def reload_now(gateway: Gateway) -> bool:
 
 
 async def _watch(gateway: Gateway, path: Path, stop: asyncio.Event) -> None:
-    target = path.resolve()
+    target = path
 
     def relevant(_change: Change, changed: str) -> bool:
         return Path(changed).name == target.name

@@ -65,7 +65,7 @@ def _weighted_key(weight: float, rand: Callable[[], float]) -> float:
     """Efraimidis-Spirakis: sorting by -u**(1/w) is a weighted random permutation."""
     if weight <= 0:
         return 1.0  # weight 0: only after every weighted peer
-    return -(rand() ** (1.0 / weight))
+    return -math.pow(rand(), 1.0 / weight)
 
 
 @dataclass(slots=True)

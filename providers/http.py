@@ -118,9 +118,10 @@ async def exchange(
         return _maybe(f"client error: {type(exc).__name__}")
 
 
-def _short(exc: aiohttp.ClientConnectorError) -> str:
-    errno_name = getattr(exc.os_error, "strerror", None) or type(exc.os_error).__name__
-    return str(errno_name).lower()
+def _short(exc: BaseException) -> str:
+    """``connection refused`` rather than a message with addresses and errno numbers."""
+    cause = getattr(exc, "os_error", exc)
+    return str(getattr(cause, "strerror", None) or type(cause).__name__).lower()
 
 
 def retry_after(headers: Mapping[str, str], *names: str) -> float | None:

@@ -1,0 +1,120 @@
+"""Fixtures that build the real app against the real emulators, over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient
+
+from gateway.app import Gateway, create_app
+from gateway.cli import emulation_for
+from gateway.config import load_config
+from gateway.emulators import EmulatorServer, start_emulators
+from gateway.keys import gateway_key
+
+# Small timeouts and thresholds keep fault tests fast; everything else as shipped.
+TEST_CONFIG = """\
+server:
+  api_keys: []
+  max_recipients: 5
+  shutdown_timeout: 2s
+logging: {file: null}
+defaults:
+  region: CN
+  timeout: 500ms
+  deadline: 3s
+  breaker: {consecutive_failures: 3, failure_rate: 0.5, minimum_calls: 10, window: 30s,
+            open_for: 30s, max_open_for: 300s, half_open_probes: 1}
+templates:
+  verify_code: {params: [code], on_unknown: failover}
+  notice: {params: [name, time]}
+providers:
+  - name: aliyun
+    type: aliyun
+    priority: 1
+    credentials:
+      access_key_id: "${ALIYUN_ACCESS_KEY_ID}"
+      access_key_secret: "${ALIYUN_ACCESS_KEY_SECRET}"
+    sign_name: "${ALIYUN_SIGN_NAME}"
+    templates: {verify_code: SMS_123456789, notice: SMS_987654321}
+  - name: huawei
+    type: huawei
+    priority: 2
+    credentials: {app_key: "${HUAWEI_APP_KEY}", app_secret: "${HUAWEI_APP_SECRET}"}
+    sender: "${HUAWEI_SENDER}"
+    templates:
+      verify_code: 8ff55eac1d0b478ab3c06c3c6a492300
+      notice: 3b1ef0a1e5d44e0c9f6a8b7c6d5e4f30
+"""
+
+NUMBER = "+8613800138000"
+
+
+@pytest.fixture
+async def emulators() -> AsyncIterator[dict[str, EmulatorServer]]:
+    servers = await start_emulators()
+    try:
+        yield servers
+    finally:
+        for server in servers.values():
+            await server.stop()
+
+
+@dataclass
+class Harness:
+    """A running gateway, its emulators and its config file."""
+
+    client: TestClient[Any, Any]
+    emulators: dict[str, EmulatorServer]
+    config_path: Path
+
+    @property
+    def gateway(self) -> Gateway:
+        return self.client.app[gateway_key]  # type: ignore[index]
+
+    async def send(self, template: str = "verify_code", to: Any = NUMBER,
+                   params: dict[str, Any] | None = None, **kwargs: Any) -> ClientResponse:
+        body = {"to": to, "template": template,
+                "params": {"code": "123456"} if params is None else params}
+        return await self.client.post("/sms", json=body, **kwargs)
+
+    async def mode(self, kind: str, mode: str, latency_ms: int | None = None) -> None:
+        await self.emulators[kind].apply(mode, latency_ms)
+
+    def accepted(self, kind: str, message_id: str) -> int:
+        return self.emulators[kind].state.accepted[message_id]
+
+    def state(self, provider: str) -> str:
+        member = self.gateway.runtime.member(provider)
+        assert member is not None
+        return member.breaker.state.value
+
+
+MakeGateway = Callable[..., Awaitable[Harness]]
+
+
+@pytest.fixture
+async def make_gateway(
+    aiohttp_client: Any, emulators: dict[str, EmulatorServer], tmp_path: Path,
+) -> MakeGateway:
+    async def make(text: str = TEST_CONFIG, *, watch: bool = False) -> Harness:
+        path = tmp_path / "config.yaml"
+        path.write_text(text)
+        loader = partial(load_config, path, emulation=emulation_for(
+            {k: s.url for k, s in emulators.items()}))
+        app = create_app(loader(), config_path=path, loader=loader, emulators=emulators,
+                         watch=watch)
+        return Harness(await aiohttp_client(app), emulators, path)
+
+    return make
+
+
+@pytest.fixture
+async def gw(make_gateway: MakeGateway) -> Harness:
+    return await make_gateway()

@@ -1,0 +1,63 @@
+"""Hot reload: a good edit applies live, a bad edit keeps the running config and says why."""
+
+from __future__ import annotations
+
+import asyncio
+
+from conftest import TEST_CONFIG, Harness, MakeGateway
+from gateway.reload import reload_now
+
+SWAPPED = TEST_CONFIG.replace("priority: 1", "priority: 9")  # huawei (2) now goes first
+
+
+async def test_good_edit_changes_routing_and_keeps_breaker_state(gw: Harness) -> None:
+    await gw.mode("huawei", "down")
+    await gw.client.post("/admin/providers/huawei/open")
+    gw.config_path.write_text(SWAPPED)
+    assert await reload_now(gw.gateway)
+    doc = await (await gw.client.get("/status")).json()
+    assert doc["config"]["generation"] == 2
+    assert [p["name"] for p in doc["providers"]] == ["huawei", "aliyun"]
+    assert doc["providers"][0]["state"] == "open"  # survived the reload
+    await gw.client.post("/admin/providers/huawei/close")
+    await gw.mode("huawei", "ok")
+    assert (await (await gw.send()).json())["provider"] == "huawei"
+
+
+async def test_bad_edit_keeps_running_config_and_reports(gw: Harness) -> None:
+    gw.config_path.write_text(TEST_CONFIG + "bogus: true\n")
+    assert not await reload_now(gw.gateway)
+    doc = await (await gw.client.get("/status")).json()
+    assert doc["config"]["generation"] == 1
+    assert "bogus: unknown key" in doc["config"]["reload_error"]
+    page = await (await gw.client.get("/")).text()
+    assert "bogus: unknown key" in page
+    assert (await gw.send()).status == 200  # still serving on the last good config
+    gw.config_path.unlink()
+    assert not await reload_now(gw.gateway)
+    assert "file not found" in gw.gateway.runtime.reload.error
+    gw.config_path.write_text(TEST_CONFIG)
+    assert await reload_now(gw.gateway)
+    assert gw.gateway.runtime.reload.error is None
+
+
+async def test_in_flight_send_finishes_on_its_own_config(gw: Harness) -> None:
+    await gw.mode("aliyun", "latency", 400)
+    task = asyncio.create_task(gw.send())
+    await asyncio.sleep(0.1)
+    gw.config_path.write_text(SWAPPED)
+    assert await reload_now(gw.gateway)
+    body = await (await task).json()
+    assert body["provider"] == "aliyun"
+
+
+async def test_file_edits_are_picked_up_by_the_watcher(make_gateway: MakeGateway) -> None:
+    gw = await make_gateway(watch=True)
+    await asyncio.sleep(0.3)  # let the watcher start
+    gw.config_path.write_text(SWAPPED)
+    for _ in range(100):  # up to 10 s: inotify plus a 300 ms debounce
+        if gw.gateway.runtime.reload.generation == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert gw.gateway.runtime.reload.generation == 2
+    assert (await (await gw.send()).json())["provider"] == "huawei"
