@@ -98,7 +98,7 @@ async def exchange(
                 method, url, headers=headers, data=data, allow_redirects=False,
                 trace_request_ctx=attempt,
             ) as resp:
-                body = await resp.content.read(MAX_RESPONSE_BYTES + 1)
+                body = await _read_bounded(resp.content, MAX_RESPONSE_BYTES + 1)
                 if len(body) > MAX_RESPONSE_BYTES:
                     resp.close()  # do not drain a runaway body
                     return _maybe(f"HTTP {resp.status}: response too large")
@@ -116,6 +116,21 @@ async def exchange(
         return _maybe(f"connection lost: {type(exc).__name__}")
     except aiohttp.ClientError as exc:
         return _maybe(f"client error: {type(exc).__name__}")
+
+
+async def _read_bounded(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body up to its end or ``limit`` bytes, whichever comes first.
+
+    ``StreamReader.read(n)`` returns what is buffered (at most n), not n bytes: one call would
+    take the first TCP segment of a split answer for the whole body.
+    """
+    body = bytearray()
+    while len(body) < limit:
+        chunk = await stream.read(limit - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
 
 
 def _short(exc: BaseException) -> str:
