@@ -8,15 +8,19 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from gateway import __version__
 from gateway.config import Config, ConfigError, Emulation, load_config
 from gateway.logs import setup_console, setup_file
+
+if TYPE_CHECKING:
+    from gateway.emulators import EmulatorServer
 
 log = logging.getLogger("gateway")
 
@@ -64,6 +68,24 @@ def emulation_for(urls: Mapping[str, str]) -> Emulation:
                      options=EMULATOR_OPTIONS)
 
 
+def emulated_loader(path: Path, emulators: Mapping[str, EmulatorServer]) -> Callable[[], Config]:
+    """A config loader for ``--emulate``: providers point at the emulators, which also accept
+    whatever credentials the config resolves to (so real keys exported in the shell still work)."""
+    emulation = emulation_for({kind: server.url for kind, server in emulators.items()})
+
+    def load() -> Config:
+        config = load_config(path, emulation=emulation)
+        for provider in config.providers:
+            server = emulators.get(provider.type)
+            if server is not None and len(provider.cls.credential_keys) == 2:
+                key_id, secret = (provider.settings.credentials[k].reveal()
+                                  for k in provider.cls.credential_keys)
+                server.trust(key_id, secret)
+        return config
+
+    return load
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sms-gateway`` and ``python -m gateway``."""
     args = parse_args(argv)
@@ -93,12 +115,11 @@ def main(argv: list[str] | None = None) -> int:
 async def serve(args: argparse.Namespace, path: Path) -> int:
     """Run until a signal; in-flight sends finish (up to server.shutdown_timeout)."""
     from gateway.app import create_app
-    from gateway.emulators import EmulatorServer, start_emulators
+    from gateway.emulators import start_emulators
 
     emulators: dict[str, EmulatorServer] = await start_emulators() if args.emulate else {}
     try:
-        emulation = emulation_for({k: s.url for k, s in emulators.items()}) if emulators else None
-        loader = partial(load_config, path, emulation=emulation)
+        loader = emulated_loader(path, emulators) if emulators else partial(load_config, path)
         try:
             config = loader()
         except ConfigError as exc:

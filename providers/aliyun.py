@@ -101,7 +101,7 @@ class AliyunProvider(Provider):
         secret = self.settings.credentials["access_key_secret"].reveal()
         params["Signature"] = aliyun_sign.signature("POST", params, secret)
         url = yarl.URL(f"{self.endpoint}/?{aliyun_sign.wire_query(params)}", encoded=True)
-        response = await exchange(self.session, "POST", url, timeout, data=b"")
+        response = await exchange(self.session, "POST", url, timeout)  # empty body, as the SDKs
         return response if isinstance(response, SendResult) else classify(response)
 
     def describe(self) -> dict[str, Any]:

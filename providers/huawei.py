@@ -15,7 +15,10 @@ PATH = "/sms/batchSendSms/v1"
 _DISABLE = frozenset({"E000102", "E000103", "E000106", "E000109", "E000111", "E000112",
                       "E000620", "E000623", "E000630"})
 _CALLER = frozenset({"E000503"})
-_STATUS_CALLER = frozenset({"E200015", "E200028", "E200041"})
+_STATUS_CALLER = frozenset({"E200028", "E200041"})
+# "Too many messages to send" to a number: Huawei's per-recipient limit. Answered 429 like
+# Aliyun's isv.BUSINESS_LIMIT_CONTROL; never failed over (that would defeat the limit).
+_STATUS_LIMIT = frozenset({"E200015"})
 _STATUS_CONFIG = frozenset({"E200029", "E200030", "E200031", "E200033"})
 
 
@@ -25,9 +28,11 @@ def _per_number(result: list[Any]) -> SendResult:
     if ok:
         ids = ",".join(str(item.get("smsMsgId", "")) for item in ok)
         return SendResult.accepted(ids or None)
-    if statuses and all(s in _STATUS_CALLER for s in statuses):
+    if statuses and all(s in _STATUS_LIMIT for s in statuses):
+        return SendResult(Delivery.RCPT_LIMIT, Health.IGNORED, statuses[0])
+    if statuses and all(s in _STATUS_CALLER | _STATUS_LIMIT for s in statuses):
         return SendResult(Delivery.CALLER, Health.IGNORED, statuses[0])
-    if statuses and all(s in _STATUS_CALLER | _STATUS_CONFIG for s in statuses):
+    if statuses and all(s in _STATUS_CALLER | _STATUS_LIMIT | _STATUS_CONFIG for s in statuses):
         return SendResult(Delivery.SAFE, Health.FAILURE, statuses[0])
     return SendResult(Delivery.UNKNOWN, Health.FAILURE, statuses[0] if statuses else "E000510")
 

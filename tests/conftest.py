@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,7 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 from gateway.app import Gateway, create_app
-from gateway.cli import emulation_for
-from gateway.config import load_config
+from gateway.cli import emulated_loader
 from gateway.emulators import EmulatorServer, start_emulators
 from gateway.keys import gateway_key
 
@@ -106,8 +104,7 @@ async def make_gateway(
     async def make(text: str = TEST_CONFIG, *, watch: bool = False) -> Harness:
         path = tmp_path / "config.yaml"
         path.write_text(text)
-        loader = partial(load_config, path, emulation=emulation_for(
-            {k: s.url for k, s in emulators.items()}))
+        loader = emulated_loader(path, emulators)
         app = create_app(loader(), config_path=path, loader=loader, emulators=emulators,
                          watch=watch)
         return Harness(await aiohttp_client(app), emulators, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -169,3 +170,16 @@ def test_env_file_is_loaded_before_the_config(tmp_path: Path,
     import os
 
     assert os.environ["EXTRA"] == "quoted value"
+
+
+async def test_emulate_accepts_real_credentials_exported_in_the_shell(
+        make_gateway: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--emulate fills only unset credentials; set ones must still work against the emulators."""
+    monkeypatch.setenv("ALIYUN_ACCESS_KEY_ID", "LTAI-real-looking-id")
+    monkeypatch.setenv("ALIYUN_ACCESS_KEY_SECRET", "real-looking-secret")
+    gw = await make_gateway()
+    member = gw.gateway.runtime.member("aliyun")
+    assert member.provider.settings.credentials["access_key_id"].reveal() == "LTAI-real-looking-id"
+    response = await gw.send()
+    assert response.status == 200
+    assert (await response.json())["provider"] == "aliyun"
