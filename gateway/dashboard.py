@@ -2,35 +2,79 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import json
+import time
+from datetime import datetime
 from importlib.resources import files
-from typing import Any
+from typing import Any, Final
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from gateway.config import Config
 from gateway.keys import gateway_key
 from gateway.status import recent_sends, status_document
 
-REFRESH_SECONDS = 3
+REFRESH_SECONDS: Final = 3
+LATENCY_MODE_MS: Final = 2000  # what the dashboard's "latency" choice sets; below no timeout
+# The emulator modes the dashboard offers, with what each one makes the provider do.
+EMULATOR_MODES: Final = (
+    ("ok", "accepts every message"),
+    ("fail", "provider system error"),
+    ("reject", "invalid number: the caller's fault"),
+    ("throttle", "provider throttling"),
+    ("limit", "per-recipient limit"),
+    ("disabled", "account disabled"),
+    ("down", "refuses connections"),
+    ("hang", "never answers"),
+    ("latency", f"answers after {LATENCY_MODE_MS} ms"),
+)
 
 
 def _clock(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
-    return dt.datetime.fromtimestamp(timestamp).strftime("%H:%M:%S")
+    return datetime.fromtimestamp(timestamp).strftime("%H:%M:%S")
 
 
-def _ago(timestamp: float | None) -> str:
+def _duration(seconds: float) -> str:
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d {whole % 86400 // 3600}h"
+
+
+def _relative(timestamp: float | None) -> str:
+    """``12s ago`` for the past, ``in 12s`` for the future, ``never`` for None."""
     if timestamp is None:
         return "never"
-    seconds = max(0, int(dt.datetime.now().timestamp() - timestamp))
-    if seconds < 60:
-        return f"{seconds}s ago"
-    if seconds < 3600:
-        return f"{seconds // 60}m ago"
-    return f"{seconds // 3600}h ago"
+    delta = timestamp - time.time()
+    text = _duration(abs(delta))
+    return f"in {text}" if delta > 0.5 else f"{text} ago"
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 1000:
+        return f"{value / 1000:.2f} s"
+    return f"{value:.1f} ms" if value < 10 else f"{value:.0f} ms"
+
+
+def _example_body(config: Config) -> str:
+    """The JSON body of the "how to send" hint, for a template this config really has."""
+    names = sorted(config.templates)
+    name = "verify_code" if "verify_code" in config.templates else (names or ["verify_code"])[0]
+    template = config.templates.get(name)
+    wanted = template.params if template else ("code",)
+    params = {p: "123456" if p == "code" else p for p in wanted}
+    body = json.dumps({"to": ["+8613800138000"], "template": name, "params": params})
+    return body.replace("'", "'\\''")  # it goes inside single quotes in a shell
 
 
 async def dashboard(request: web.Request) -> web.Response:
@@ -40,7 +84,12 @@ async def dashboard(request: web.Request) -> web.Response:
         "status": status_document(gateway),
         "recent": recent_sends(gateway),
         "emulators": {k: s.state.snapshot() for k, s in gateway.emulators.items()},
+        "modes": EMULATOR_MODES,
+        "latency_mode_ms": LATENCY_MODE_MS,
         "refresh": REFRESH_SECONDS,
+        "now": time.time(),
+        "base_url": f"{request.scheme}://{request.host}",
+        "example_body": _example_body(gateway.runtime.config),
     }
     name = "_live.html" if request.query.get("partial") else "dashboard.html"
     response = aiohttp_jinja2.render_template(name, request, context)
@@ -55,7 +104,6 @@ def setup(app: web.Application) -> None:
         app, loader=jinja2.FileSystemLoader(str(root / "templates")), autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
-    env.filters["clock"] = _clock
-    env.filters["ago"] = _ago
+    env.filters.update(clock=_clock, ago=_relative, duration=_duration, ms=_ms)
     app.router.add_get("/", dashboard, name="dashboard")
     app.router.add_static("/static/", str(root / "static"), name="static")

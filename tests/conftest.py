@@ -74,7 +74,9 @@ class Harness:
 
     @property
     def gateway(self) -> Gateway:
-        return self.client.app[gateway_key]  # type: ignore[index]
+        app = self.client.app
+        assert app is not None
+        return app[gateway_key]
 
     async def send(self, template: str = "verify_code", to: Any = NUMBER,
                    params: dict[str, Any] | None = None, **kwargs: Any) -> ClientResponse:

@@ -461,7 +461,10 @@ async def test_control_routes(aiohttp_client: AiohttpClient, aliyun: EmulatorSer
         bad = await admin.post("/_emulator/aliyun", json=body)
         assert (bad.status, bad.content_type) == (400, "application/problem+json")
         assert "hang" in (await bad.json())["modes"]
-    assert (await admin.post("/_emulator/aliyun", data=b"{")).status == 400
+    assert (await admin.post("/_emulator/aliyun", data=b"{",
+                             headers={"Content-Type": "application/json"})).status == 400
+    # a cross-site form post cannot flip a mode
+    assert (await admin.post("/_emulator/aliyun", data={"mode": "down"})).status == 415
     assert (await admin.post("/_emulator/twilio", json={"mode": "ok"})).status == 400
     assert (await admin.get("/_emulator/twilio")).status == 404
 

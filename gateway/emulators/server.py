@@ -173,6 +173,10 @@ def control_routes(servers: Mapping[str, EmulatorServer]) -> list[web.RouteDef]:
         server = servers.get(kind)
         if server is None:
             return unknown(kind, 400)
+        if request.content_type != "application/json":
+            # A web page cannot send application/json cross-site without a CORS preflight,
+            # so this keeps any page open in a local browser from flipping modes.
+            return _problem(415, "Bad emulator change", "send the change as application/json")
         try:
             body = await request.json()
         except ValueError:

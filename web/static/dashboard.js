@@ -1,20 +1,100 @@
-// Refresh the live section in place every few seconds; the page works without this script.
+// Progressive enhancement for the dashboard: the server-rendered page works without this file.
+// It swaps the live section in place every few seconds and, under --emulate, wires the
+// per-provider emulator mode menus to POST /_emulator/{kind}.
 (function () {
   "use strict";
+  const root = document.documentElement;
   const live = document.getElementById("live");
   const updated = document.getElementById("updated");
-  const every = (Number(updated && updated.dataset.refresh) || 3) * 1000;
+  if (!live || !updated) return;
+  root.classList.replace("no-js", "js");
+  const label = updated.querySelector(".text") || updated;
+  const every = (Number(updated.dataset.refresh) || 3) * 1000;
+  let timer = 0;
+  let inFlight = false;
+
+  function say(text, stale) {
+    label.textContent = text;
+    updated.classList.toggle("stale", Boolean(stale));
+  }
+
+  // Enable the controls the server renders disabled (they stay inert with JavaScript off).
+  function enhance() {
+    for (const select of live.querySelectorAll("select.emu-mode")) {
+      select.disabled = false;
+    }
+    const meta = document.getElementById("live-meta");
+    if (meta && meta.dataset.title) document.title = meta.dataset.title;
+  }
+
+  // A swap would close an open menu or drop a text selection, so wait for the user (and say so).
+  function busyReason() {
+    const active = document.activeElement;
+    if (active && active.tagName === "SELECT" && live.contains(active)) return "a menu has focus";
+    const selection = window.getSelection();
+    if (selection && !selection.isCollapsed && live.contains(selection.anchorNode)) return "text is selected";
+    return "";
+  }
+
+  function schedule(delay) {
+    clearTimeout(timer);
+    timer = setTimeout(refresh, delay === undefined ? every : delay);
+  }
+
   async function refresh() {
+    if (inFlight) return;
+    if (document.hidden) { schedule(); return; }
+    const busy = busyReason();
+    if (busy) { say("paused while " + busy, false); schedule(); return; }
+    inFlight = true;
     try {
       const response = await fetch("/?partial=1", { headers: { Accept: "text/html" }, cache: "no-store" });
       if (!response.ok) throw new Error("HTTP " + response.status);
-      live.innerHTML = await response.text();
-      updated.textContent = "updated " + new Date().toLocaleTimeString();
-      updated.classList.remove("stale");
+      const html = await response.text();
+      if (busyReason()) return;  // the user started something while we waited
+      live.innerHTML = html;
+      enhance();
+      say("updated " + new Date().toLocaleTimeString([], { hour12: false }), false);
     } catch (err) {
-      updated.textContent = "gateway unreachable (" + err.message + ")";
-      updated.classList.add("stale");
+      say("gateway unreachable, retrying (" + err.message + ")", true);
+    } finally {
+      inFlight = false;
+      schedule();
     }
   }
-  setInterval(refresh, every);
+
+  async function setMode(select) {
+    const kind = select.dataset.kind;
+    const mode = select.value;
+    const body = { mode: mode, latency_ms: mode === "latency" ? Number(select.dataset.latencyMs) || 2000 : 0 };
+    select.setAttribute("aria-busy", "true");
+    select.disabled = true;
+    try {
+      const response = await fetch("/_emulator/" + encodeURIComponent(kind), {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+      });
+      if (!response.ok) {
+        let detail = "HTTP " + response.status;
+        try { detail = (await response.json()).detail || detail; } catch (e) { /* not JSON */ }
+        throw new Error(detail);
+      }
+      say(kind + " emulator: " + mode, false);
+    } catch (err) {
+      say(kind + " emulator: " + err.message, true);
+    } finally {
+      select.removeAttribute("aria-busy");
+      select.blur();
+      schedule(0);  // show the new mode (and what it does to the breaker) at once
+    }
+  }
+
+  live.addEventListener("change", function (event) {
+    const target = event.target;
+    if (target instanceof HTMLSelectElement && target.classList.contains("emu-mode")) setMode(target);
+  });
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden) schedule(0);
+  });
+  enhance();
+  schedule();
 })();

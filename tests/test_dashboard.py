@@ -1,0 +1,175 @@
+"""The dashboard in headless Chromium: server-rendered, live without reloads, failover visible.
+
+Uses Debian's ``chromium`` (or ``$CHROMIUM``), not Playwright's own browser download. A missing
+browser fails these tests rather than skipping them: CI installs it, and a skipped browser test
+would hide a broken dashboard.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+
+import pytest
+from playwright.async_api import (
+    Browser,
+    Locator,
+    Page,
+    ViewportSize,
+    async_playwright,
+    expect,
+)
+
+from conftest import NUMBER, TEST_CONFIG, Harness, MakeGateway
+from gateway.emulators import EMULATOR_CREDENTIALS
+from gateway.reload import reload_now
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+LIVE_TIMEOUT_MS = 10_000  # a few 3 s refresh periods
+WIDE: ViewportSize = {"width": 1280, "height": 900}
+
+
+def chromium_path() -> str:
+    """Debian's chromium; fail (never skip) with the fix when it is missing."""
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium")
+    if not path or not os.access(path, os.X_OK):
+        pytest.fail("the dashboard tests need Chromium: `apt-get install chromium`, or set "
+                    "CHROMIUM=/path/to/chromium (Playwright's own download is not used)",
+                    pytrace=False)
+    return path
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    path = chromium_path()
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=path, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def open_dashboard(browser: Browser, gw: Harness, *, javascript: bool = True) -> Page:
+    context = await browser.new_context(viewport=WIDE, java_script_enabled=javascript)
+    page = await context.new_page()
+    response = await page.goto(str(gw.client.make_url("/")))
+    assert response is not None and response.status == 200
+    return page
+
+
+def breaker(page: Page, provider: str) -> Locator:
+    return page.get_by_test_id(f"state-{provider}")
+
+
+async def test_failover_shows_up_live_without_a_reload(
+    make_gateway: MakeGateway, browser: Browser,
+) -> None:
+    gw = await make_gateway()
+    page = await open_dashboard(browser, gw)
+    await expect(breaker(page, "aliyun")).to_have_text("closed")
+    await expect(breaker(page, "huawei")).to_have_text("closed")
+    await expect(page.get_by_test_id("how-to-send")).to_contain_text("curl -X POST")
+    await page.screenshot(path="/tmp/dashboard-closed.png", full_page=True)
+    await page.evaluate("window.sameDocument = true")  # gone if the page reloads
+
+    # Break aliyun from the dashboard's own control, as a new user would.
+    control = page.locator('select.emu-mode[data-kind="aliyun"]')
+    async with page.expect_response(lambda r: r.url.endswith("/_emulator/aliyun")) as changed:
+        await control.select_option("fail")
+    assert (await changed.value).status == 200
+    assert gw.emulators["aliyun"].state.mode == "fail"
+
+    for _ in range(3):  # the test config trips after 3 consecutive failures
+        response = await gw.send()
+        assert response.status == 200
+        assert (await response.json())["provider"] == "huawei"
+
+    await expect(breaker(page, "aliyun")).to_have_text("open", timeout=LIVE_TIMEOUT_MS)
+    await expect(breaker(page, "huawei")).to_have_text("closed")
+    aliyun = page.locator('tr[data-provider="aliyun"]')
+    await expect(aliyun).to_contain_text("3 consecutive failures")
+    await expect(aliyun).to_contain_text("until")
+    recent = page.get_by_test_id("recent").locator("tbody tr")
+    await expect(recent).to_have_count(3)
+    await expect(recent.first.get_by_test_id("via")).to_have_text("huawei")
+    await expect(recent.first).to_contain_text("aliyun unknown")
+    await expect(page.locator('select.emu-mode[data-kind="aliyun"]')).to_have_value("fail")
+    await expect(page).to_have_title("aliyun not closed · sms-gateway")
+    assert await page.evaluate("window.sameDocument") is True
+    await page.screenshot(path="/tmp/dashboard-open.png", full_page=True)
+
+
+async def test_server_rendered_page_works_without_javascript(
+    make_gateway: MakeGateway, browser: Browser,
+) -> None:
+    gw = await make_gateway()
+    page = await open_dashboard(browser, gw, javascript=False)
+    rows = page.locator("tr[data-provider]")
+    await expect(rows).to_have_count(2)
+    assert [await r.get_attribute("data-provider") for r in await rows.all()] == [
+        "aliyun", "huawei"]
+    await expect(page.get_by_test_id("emulated-banner")).to_contain_text(
+        "emulated: nothing is delivered")
+    await expect(breaker(page, "aliyun")).to_have_text("closed")
+    await expect(breaker(page, "huawei")).to_have_text("closed")
+    # The emulator menu needs JavaScript: hidden and inert without it, the mode shown as text.
+    await expect(page.locator("select.emu-mode").first).to_be_hidden()
+    await expect(page.locator("select.emu-mode").first).to_be_disabled()
+    await expect(page.locator(".emu-static").first).to_have_text("ok")
+
+    await gw.mode("aliyun", "down")
+    for _ in range(3):
+        await gw.send()
+    await page.reload()
+    await expect(breaker(page, "aliyun")).to_have_text("open")
+    await expect(page.get_by_test_id("recent").get_by_test_id("via").first).to_have_text("huawei")
+
+
+async def test_reload_error_is_prominent_until_fixed_and_escaped(
+    make_gateway: MakeGateway, browser: Browser,
+) -> None:
+    gw = await make_gateway()
+    page = await open_dashboard(browser, gw, javascript=False)
+    await expect(page.get_by_test_id("reload-error")).to_have_count(0)
+    gw.config_path.write_text(TEST_CONFIG + '"<img src=x onerror=alert(1)>": true\n')
+    assert not await reload_now(gw.gateway)
+    await page.reload()
+    alert = page.get_by_test_id("reload-error")
+    await expect(alert).to_be_visible()
+    await expect(alert).to_contain_text("still serving generation 1")
+    await expect(alert).to_contain_text("<img src=x onerror=alert(1)>: unknown key")
+    await expect(alert.locator("img")).to_have_count(0)
+    gw.config_path.write_text(TEST_CONFIG)
+    assert await reload_now(gw.gateway)
+    await page.reload()
+    await expect(alert).to_have_count(0)
+    await expect(page.get_by_test_id("config")).to_contain_text("generation 2")
+
+
+async def test_no_full_number_or_credential_reaches_the_page(
+    make_gateway: MakeGateway, browser: Browser,
+) -> None:
+    gw = await make_gateway()
+    others = ["13900139000", "+8613700137000"]
+    assert (await gw.send(to=[NUMBER, *others])).status == 200
+    await gw.mode("aliyun", "reject")  # the provider's error is about the number
+    assert (await gw.send(to=NUMBER)).status == 422
+    await gw.mode("aliyun", "fail")
+    assert (await gw.send(to=f"{NUMBER},{others[0]}")).status == 200
+    page = await open_dashboard(browser, gw)
+    await expect(page.get_by_test_id("recent").locator("tbody tr")).to_have_count(3)
+    html = await page.content()  # the DOM, attributes (titles) included
+    partial = await (await gw.client.get("/?partial=1")).text()  # what the script swaps in
+    assert "+86138******00" in html
+    secrets = [v for creds in EMULATOR_CREDENTIALS.values() for v in creds.values()]
+    for text in (html, partial):
+        for forbidden in [NUMBER, "13800138000", *others, "13700137000", *secrets]:
+            assert forbidden not in text
