@@ -296,8 +296,8 @@ def _provider(
         return None
     try:
         cls = resolve_provider_class(type_)
-    except (LookupError, ImportError, TypeError) as exc:
-        check.problem(spec.line_of("type"), f"{path}.type", str(exc))
+    except Exception as exc:  # importing a user's module can raise anything (":X": ValueError)
+        check.problem(spec.line_of("type"), f"{path}.type", str(exc) or type(exc).__name__)
         return None
     check.keys(spec, path, (*_PROVIDER_COMMON, *cls.required_options, *cls.optional_options))
     fills = _emulated(emulation, type_)

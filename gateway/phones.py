@@ -18,7 +18,7 @@ class Number:
 
 def normalize(raw: str, region: str) -> Number:
     """Parse one number (``region`` applies when it has no +); ValueError says what is wrong."""
-    if not _ALLOWED.match(raw):
+    if not _ALLOWED.fullmatch(raw):  # match() with $ would let a trailing "\n" through
         raise ValueError("not a phone number: only digits, spaces, +, -, ., ( and ) are allowed")
     try:
         parsed = phonenumbers.parse(raw, region)

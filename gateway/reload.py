@@ -25,13 +25,14 @@ async def reload_now(gateway: Gateway) -> bool:
     runtime = gateway.runtime
     try:
         config = await asyncio.to_thread(gateway.loader)
-    except ConfigError as exc:
-        runtime.reject(str(exc))
+        runtime.apply(config)
+    except Exception as exc:  # also a custom provider whose constructor raises: never fatal
+        why = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+        runtime.reject(why)
         gateway.metrics.reloads.labels("rejected").inc()
         log.error("config reload rejected; still running generation %d:\n%s",
-                  runtime.reload.generation, exc)
+                  runtime.reload.generation, why)
         return False
-    runtime.apply(config)
     gateway.metrics.reloads.labels("applied").inc()
     log.info("config reloaded from %s (generation %d)", config.source, runtime.reload.generation)
     return True

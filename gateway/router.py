@@ -24,6 +24,8 @@ from providers.base import Delivery, Health, Message, Provider, SendResult
 
 log = logging.getLogger(__name__)
 
+PROBE_GRACE = 1.0  # seconds a half-open probe keeps its slot after its attempt's timeout
+
 
 @dataclass(eq=False, slots=True)
 class Member:
@@ -123,7 +125,9 @@ class Router:
                 attempts.append(self._skip(member, "request deadline exceeded"))
                 continue
             timeout = min(member.config.timeout, remaining)
-            permit = member.breaker.acquire(timeout)
+            # A timed-out attempt reports a moment after ``timeout``: the grace keeps a probe's
+            # slot (and its verdict) until then; only a provider that ignores it loses the slot.
+            permit = member.breaker.acquire(timeout + PROBE_GRACE)
             if permit is None:
                 attempts.append(self._skip(member, f"circuit {member.breaker.state.value}"))
                 continue

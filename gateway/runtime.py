@@ -48,8 +48,10 @@ class Runtime:
         self.reload = ReloadStatus(config.source, time.time())
 
     def _build(self, config: Config) -> Snapshot:
+        # Providers first: a constructor that raises must leave the running breakers untouched.
+        built = [(pc, pc.cls(pc.settings, self._session)) for pc in config.providers]
         members = []
-        for provider_config in config.providers:
+        for provider_config, provider in built:
             name = provider_config.name
             breaker = self._breakers.get(name)
             if breaker is None:
@@ -59,7 +61,6 @@ class Runtime:
             else:
                 breaker.update(provider_config.breaker)
             stats = self._stats.setdefault(name, ProviderStats())
-            provider = provider_config.cls(provider_config.settings, self._session)
             members.append(Member(provider_config, provider, breaker, stats))
         # stable sort: equal priorities keep their order in the file
         members.sort(key=lambda m: m.config.priority)

@@ -44,8 +44,13 @@ class Checker:
         self.source = source
         self.env = env
         self.problems: list[Problem] = []
+        self._expanded: dict[str, str] = {}  # repr of a ${VAR} expansion -> repr of its text
 
     def problem(self, line: int, key: str, message: str) -> None:
+        # Errors reach /status, the dashboard and the log: quote what was written, never what
+        # a ${VAR} expanded to (a secret's variable in the wrong field must not leak it).
+        for expanded, written in self._expanded.items():
+            message = message.replace(expanded, written)
         self.problems.append(Problem(self.source, line, key, message))
 
     def keys(self, node: Node, path: str, allowed: Iterable[str]) -> None:
@@ -74,6 +79,8 @@ class Checker:
     def _text(self, value: Any) -> tuple[Any, list[str]]:
         if isinstance(value, str):
             result = substitute(value, self.env)
+            if result.value != value:
+                self._expanded[repr(result.value)] = repr(value)
             return result.value, result.missing
         return value, []
 
