@@ -7,6 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.app import Reply
 from gateway.keys import gateway_key
+from gateway.openapi import openapi_json
 from gateway.problems import Problem
 from gateway.records import Conflict
 from gateway.status import provider_status, ready, recent_sends, status_document
@@ -112,3 +113,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/admin/providers/{name}/{action}", admin_breaker)
+    app.router.add_get("/openapi.json", openapi_json)

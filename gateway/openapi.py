@@ -1,0 +1,215 @@
+"""``GET /openapi.json``: an OpenAPI 3.1 description of the public HTTP API (SPEC section 3).
+
+The document is built per request from the running config, so ``template`` lists the templates
+callers can use right now (a reload changes it). It never names a provider's credentials,
+endpoints or template ids: only what a caller needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from gateway import __version__
+from gateway.config import MAX_BODY_BYTES, Config, TemplateConfig
+from gateway.keys import gateway_key
+
+_JSON = "application/json"
+_PROBLEM = "application/problem+json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _problem(description: str, *, retry_after: bool = False) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description,
+                                "content": {_PROBLEM: {"schema": _ref("Problem")}}}
+    if retry_after:
+        response["headers"] = {"Retry-After": {"$ref": "#/components/headers/Retry-After"}}
+    return response
+
+
+_NUMBER = "[0-9+()\\-. ]{3,32}"  # what validate.py lets through to the phone number parser
+
+
+def _numbers(max_recipients: int) -> dict[str, Any]:
+    return {
+        "oneOf": [
+            {"type": "array", "items": {"type": "string", "pattern": f"^{_NUMBER}$"},
+             "minItems": 1, "maxItems": max_recipients},
+            {"type": "string", "pattern": f"^{_NUMBER}(,{_NUMBER})*$",
+             "description": "one or more numbers, comma-separated"},
+        ],
+        "description": "E.164 (+8613812345678) or national numbers, read in defaults.region; "
+        "each must be a valid number (422 otherwise)",
+    }
+
+
+def _variant(template: TemplateConfig, max_recipients: int) -> dict[str, Any]:
+    """The body for one template: its name and exactly its params."""
+    value = {"oneOf": [{"type": "string"}, {"type": "number"}]}
+    params = {"type": "object", "properties": dict.fromkeys(template.params, value),
+              "required": list(template.params), "additionalProperties": False}
+    return {
+        "type": "object",
+        "title": template.name,
+        "properties": {"to": _numbers(max_recipients), "receivers": _numbers(max_recipients),
+                       "template": {"const": template.name}, "params": params},
+        "required": ["template", "params"] if template.params else ["template"],
+        "additionalProperties": False,
+        # the numbers as 'to' or as 'receivers' (the seed's name), not both
+        "oneOf": [{"required": ["to"]}, {"required": ["receivers"]}],
+    }
+
+
+def _send_request(templates: Mapping[str, TemplateConfig],
+                  max_recipients: int) -> dict[str, Any]:
+    variants = [_variant(t, max_recipients) for _, t in sorted(templates.items())]
+    return {
+        "oneOf": variants or [{"type": "object"}],
+        "description": "one template's message; the templates come from the running config",
+        "example": {"to": ["+8613812345678"], "template": "verify_code",
+                    "params": {"code": "123456"}},
+    }
+
+
+_ATTEMPT = {
+    "type": "object",
+    "properties": {
+        "provider": {"type": "string"},
+        "outcome": {"enum": ["accepted", "failed", "rejected", "unknown", "skipped"]},
+        "error": {"type": ["string", "null"]},
+        "duration_ms": {"type": "number"},
+    },
+    "required": ["provider", "outcome", "error", "duration_ms"],
+}
+
+_SEND_RESULT = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "description": "ours; sent as Aliyun OutId / Huawei extend"},
+        "status": {"enum": ["sent", "unknown"]},
+        "provider": {"type": ["string", "null"]},
+        "provider_message_id": {"type": ["string", "null"]},
+        "to": {"type": "array", "items": {"type": "string"}, "description": "E.164"},
+        "attempts": {"type": "array", "items": _ref("Attempt")},
+        "message": {"const": "send"},
+    },
+    "required": ["id", "status", "provider", "to", "attempts", "message"],
+}
+
+_PROBLEM_SCHEMA = {
+    "type": "object",
+    "description": "RFC 9457 problem details",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {"type": "array", "items": {
+            "type": "object", "properties": {"field": {"type": "string"},
+                                             "message": {"type": "string"}}}},
+        "id": {"type": "string"},
+        "attempts": {"type": "array", "items": _ref("Attempt")},
+    },
+    "required": ["type", "title", "status", "detail"],
+}
+
+
+def _send_operation(alias: bool) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "operationId": "sendSmsSeed" if alias else "sendSms",
+        "summary": "the seed's path for POST /sms" if alias else "send one templated SMS",
+        "security": [{}, {"bearer": []}, {"apiKey": []}],
+        "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                        "description": "a repeat with the same key and body replays the answer"}],
+        "requestBody": {"required": True, "content": {_JSON: {"schema": _ref("SendRequest")}},
+                        "description": f"at most {MAX_BODY_BYTES} bytes"},
+        "responses": {
+            "200": {"description": "a provider accepted it",
+                    "content": {_JSON: {"schema": _ref("SendResult")}}},
+            "202": {"description": "outcome unknown (maybe sent) and on_unknown is stop",
+                    "content": {_JSON: {"schema": _ref("SendResult")}}},
+            "400": _problem("the body is not JSON, not an object, or has wrong types"),
+            "401": _problem("auth is on and the key is missing or wrong"),
+            "409": _problem("Idempotency-Key used with another body, or still in flight"),
+            "413": _problem(f"body over {MAX_BODY_BYTES} bytes or too many numbers"),
+            "415": _problem("the content type is not JSON"),
+            "422": _problem("unknown template, wrong params, invalid numbers, or a provider "
+                            "rejected it as the caller's fault"),
+            "429": _problem("a per-recipient limit", retry_after=True),
+            "502": _problem("every provider tried failed; none sent it"),
+            "503": _problem("every provider is open or disabled", retry_after=True),
+        },
+    }
+    return operation
+
+
+def _get(operation_id: str, summary: str, responses: dict[str, Any],
+         **extra: Any) -> dict[str, Any]:
+    return {"get": {"operationId": operation_id, "summary": summary, "responses": responses,
+                    **extra}}
+
+
+def _json_ok(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {_JSON: {"schema": {"type": "object"}}}}
+
+
+def document(config: Config) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for a running config (its templates and limits)."""
+    message_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    admin = {"post": {
+        "operationId": "adminBreaker", "summary": "force a provider's breaker",
+        "security": [{}, {"bearer": []}, {"apiKey": []}],
+        "parameters": [
+            {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+            {"name": "action", "in": "path", "required": True,
+             "schema": {"enum": ["open", "close", "reset"]}}],
+        "responses": {"200": _json_ok("the provider's status row"),
+                      "401": _problem("auth is on and the key is missing or wrong"),
+                      "404": _problem("no such provider or action")},
+    }}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "sms-gateway", "version": __version__,
+                 "description": "One HTTP call to send an SMS through prioritized providers."},
+        "paths": {
+            "/sms": {"post": _send_operation(alias=False)},
+            "/api/sms": {"post": _send_operation(alias=True)},
+            "/sms/{id}": _get("getSms", "a retained send record, numbers masked", {
+                "200": _json_ok("the record"), "401": _problem("bad key"),
+                "404": _problem("not retained")},
+                parameters=[message_id], security=[{}, {"bearer": []}, {"apiKey": []}]),
+            "/status": _get("status", "config and per-provider state",
+                            {"200": _json_ok("the status document")}),
+            "/healthz": _get("healthz", "200 while the process serves",
+                             {"200": _json_ok("serving")}),
+            "/readyz": _get("readyz", "whether any provider can take traffic", {
+                "200": _json_ok("ready"), "503": _problem("no provider can take traffic")}),
+            "/metrics": _get("metrics", "Prometheus text", {"200": {
+                "description": "metrics", "content": {"text/plain": {
+                    "schema": {"type": "string"}}}}}),
+            "/openapi.json": _get("openapi", "this document", {"200": _json_ok("OpenAPI 3.1")}),
+            "/admin/providers/{name}/{action}": admin,
+        },
+        "components": {
+            "schemas": {"SendRequest": _send_request(config.templates,
+                                                     config.server.max_recipients),
+                        "SendResult": _SEND_RESULT,
+                        "Attempt": _ATTEMPT, "Problem": _PROBLEM_SCHEMA},
+            "headers": {"Retry-After": {"description": "seconds", "schema": {"type": "integer"}}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+        },
+    }
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    """GET /openapi.json for the running config."""
+    return web.json_response(document(request.app[gateway_key].runtime.config))
