@@ -99,8 +99,8 @@ class AliyunProvider(Provider):
         params = self.params(message, uuid.uuid4().hex,
                              time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         secret = self.settings.credentials["access_key_secret"].reveal()
-        params["Signature"] = aliyun_sign.signature("POST", params, secret)
-        url = yarl.URL(f"{self.endpoint}/?{aliyun_sign.wire_query(params)}", encoded=True)
+        query = aliyun_sign.signed_query("POST", params, secret)
+        url = yarl.URL(f"{self.endpoint}/?{query}", encoded=True)
         response = await exchange(self.session, "POST", url, timeout)  # empty body, as the SDKs
         return response if isinstance(response, SendResult) else classify(response)
 

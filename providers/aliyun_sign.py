@@ -38,6 +38,20 @@ def signature(method: str, params: Mapping[str, str], secret: str) -> str:
     return result
 
 
+def signed_query(method: str, params: Mapping[str, str], secret: str) -> str:
+    """The whole wire query, ``Signature`` last, with every key and value encoded only once.
+
+    Same result as ``wire_query`` over the params plus their ``signature``, in one pass: the
+    sorted, encoded pairs are both the canonical query that is signed and the query that is
+    sent. (Percent-encoding twice was a tenth of the gateway's CPU per send: see README.)
+    """
+    canonical = "&".join(f"{percent_encode(k)}={percent_encode(v)}"
+                         for k, v in sorted(params.items()) if k != "Signature")
+    string = f"{method.upper()}&%2F&{percent_encode(canonical)}"
+    digest: str = sha_hmac1.get_sign_string(string, secret + "&")
+    return f"{canonical}&Signature={percent_encode(digest)}"
+
+
 def wire_query(params: Mapping[str, str]) -> str:
     """The query string as sent: every value percent-encoded (space as %20)."""
     return "&".join(f"{percent_encode(k)}={percent_encode(v)}" for k, v in params.items())

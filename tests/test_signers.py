@@ -183,6 +183,9 @@ def test_aliyun_rpc_v1_vectors(vector: dict[str, Any]) -> None:
     method, params = vector["method"], vector["params"]
     assert aliyun_sign.string_to_sign(method, params) == vector["string_to_sign"]
     assert aliyun_sign.signature(method, params, vector["secret"]) == vector["signature"]
+    sent = dict(parse_qsl(aliyun_sign.signed_query(method, params, vector["secret"]),
+                          keep_blank_values=True))
+    assert sent == {**params, "Signature": vector["signature"]}
 
 
 @pytest.mark.parametrize("vector", [v for v in RPC_V1 if "wire_request_target" in v],
