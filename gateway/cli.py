@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -134,6 +135,20 @@ async def serve(args: argparse.Namespace, path: Path) -> int:
             await server.stop()
 
 
+def _tune_gc() -> None:
+    """Fewer and shorter cyclic-GC passes while serving (README, Performance).
+
+    A send allocates a few dozen containers and frees nearly all of them by reference counting,
+    but with 50 sends in flight the default young-generation threshold (700) starts a pass every
+    few sends, each re-scanning every in-flight object: 10,000 makes them rare. What startup
+    built (modules, config, app: ~50k objects) lives as long as the process; frozen, it is no
+    longer re-scanned by the full passes that stall every in-flight send.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+
+
 async def _run(app: web.Application, config: Config, args: argparse.Namespace,
                log_file: Path | None) -> int:
     from gateway.keys import gateway_key
@@ -149,6 +164,7 @@ async def _run(app: web.Application, config: Config, args: argparse.Namespace,
         log.error("cannot listen on %s:%s: %s", args.host, args.port, exc)
         await runner.cleanup()
         return 1
+    _tune_gc()
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     reloads: set[asyncio.Task[bool]] = set()
