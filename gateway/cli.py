@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{path}: ok")
         return 0
     try:
-        return asyncio.run(serve(args, path))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(serve(args, path))
     except KeyboardInterrupt:  # a second Ctrl-C while stopping
         return 130
 
@@ -133,6 +134,16 @@ async def serve(args: argparse.Namespace, path: Path) -> int:
     finally:
         for server in emulators.values():
             await server.stop()
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when the optional ``speed`` extra is installed, else asyncio's own."""
+    try:
+        import uvloop  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def _tune_gc() -> None:
