@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import time
@@ -79,7 +80,7 @@ class Gateway:
     # -- auth --------------------------------------------------------------------------------
 
     def caller(self, request: web.Request) -> str:
-        """The caller's key id ("" when auth is off); Problem 401 when the key is wrong."""
+        """A stable id of the caller's key ("" when auth is off); Problem 401 when it is wrong."""
         keys = self.runtime.config.server.api_keys
         if not keys:
             return ""
@@ -87,14 +88,19 @@ class Gateway:
         auth = request.headers.get("Authorization", "")
         if auth[:7].lower() == "bearer ":
             given = auth[7:].strip()
-        matched = -1
-        for index, key in enumerate(keys):  # no early exit: constant time over all keys
-            if hmac.compare_digest(given.encode(), key.reveal().encode()):
-                matched = index
-        if not given or matched < 0:
+        # aiohttp keeps undecodable header bytes as surrogates: give them back, never a 500
+        offered = given.encode("utf-8", "surrogateescape")
+        matched = b""
+        for key in keys:  # no early exit: constant time over all keys
+            secret = key.reveal().encode()
+            if hmac.compare_digest(offered, secret):
+                matched = secret
+        if not given or not matched:
             raise Problem(401, "a valid API key is required (Authorization: Bearer KEY)",
                           slug="unauthorized")
-        return f"key{matched}"
+        # Named by the key itself, not its place in the list: a reload that reorders or
+        # removes keys leaves every caller's Idempotency-Keys where they were.
+        return "key-" + hashlib.sha256(matched).hexdigest()[:16]
 
     # -- sending -----------------------------------------------------------------------------
 

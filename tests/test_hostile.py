@@ -304,6 +304,28 @@ async def test_malformed_http_is_a_400_without_internals(gw: Harness, raw: bytes
     assert (await gw.client.get("/healthz")).status == 200  # still serving
 
 
+@pytest.mark.parametrize(("header", "status"), [
+    (b"X-API-Key: \xff\xfe", 401),
+    (b"Authorization: Bearer \xc3\x28", 401),
+    (b"X-API-Key: k-one\r\nIdempotency-Key: \xff\xfe\x80", 200),
+])
+async def test_header_bytes_that_are_not_utf8(keyed: Harness, header: bytes,
+                                              status: int) -> None:
+    # aiohttp keeps such bytes as surrogates; a client library would never send them.
+    body = json.dumps({"to": NUMBER, "template": "verify_code", "params": {"code": "1"}}).encode()
+    server = keyed.client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(b"POST /sms HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 + header + b"\r\nContent-Length: " + str(len(body)).encode()
+                 + b"\r\nConnection: close\r\n\r\n" + body)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert answer.split(b" ", 2)[1] == str(status).encode(), answer
+    for leak in LEAKS:
+        assert leak.encode() not in answer
+
+
 # -- schema-driven: bodies generated from the served OpenAPI document ------------------------
 
 def from_schema(schema: dict[str, Any], doc: dict[str, Any]) -> st.SearchStrategy[Any]:

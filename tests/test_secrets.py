@@ -21,6 +21,7 @@ import gateway.app
 from conftest import TEST_CONFIG, Harness, MakeGateway
 from gateway.config import LoggingConfig, parse_config
 from gateway.logs import setup_file
+from gateway.phones import mask, mask_text
 from gateway.reload import reload_now
 from providers.base import Secret
 
@@ -79,12 +80,42 @@ def test_a_loaded_config_shows_no_credential(monkeypatch: pytest.MonkeyPatch) ->
     assert config.server.api_keys[0].reveal() == ENV["SMS_GATEWAY_API_KEY"]
 
 
+@pytest.mark.parametrize("number", ["+6834002", "1234567", "+16502530000", "+8613800138000",
+                                    "+442079460958", "12345678901"])
+def test_a_mask_hides_at_least_five_digits_however_short(number: str) -> None:
+    masked = mask(number)
+    assert len(masked) == len(number) and masked != number
+    assert masked.count("*") >= 5
+    assert mask_text(f"to {number}.") == f"to {masked}."  # the end of a sentence too
+    assert mask_text("took 1234567.25 ms") == "took 1234567.25 ms"  # not a decimal
+
+
+def test_numbers_in_a_logged_traceback_are_masked(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.log"
+    root = logging.getLogger()
+    before = list(root.handlers)
+    setup_file(LoggingConfig(level="INFO", file=str(path)))
+    try:
+        try:
+            raise RuntimeError("provider said: bad number +8613800138000")
+        except RuntimeError:
+            logging.getLogger("test").exception("send to %s failed", "+8613900139000")
+    finally:
+        for handler in [h for h in root.handlers if h not in before]:
+            root.removeHandler(handler)
+            handler.close()
+    text = path.read_text()
+    assert "RuntimeError: provider said: bad number +86138******00" in text
+    assert "+86139******00" in text
+    assert "13800138000" not in text and "13900139000" not in text
+
+
 # -- API keys --------------------------------------------------------------------------------
 
 def test_api_keys_compare_in_constant_time_by_code() -> None:
     source = inspect.getsource(gateway.app.Gateway.caller)
     assert "hmac.compare_digest" in source
-    loop = source[source.index("for index, key in"):source.index("if not given")]
+    loop = source[source.index("for key in keys"):source.index("if not given")]
     assert "break" not in loop and "return" not in loop  # every key is compared
 
 
