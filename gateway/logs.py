@@ -12,20 +12,15 @@ from gateway.phones import mask_text
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
-class MaskNumbers(logging.Filter):
-    """Rewrites each record's message so no full phone number reaches a handler."""
+class MaskingFormatter(logging.Formatter):
+    """Masks every phone number in the finished line: message, arguments and traceback alike."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        masked = mask_text(message)
-        if masked != message:
-            record.msg, record.args = masked, None
-        return True
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_text(super().format(record))
 
 
 def _handler(handler: logging.Handler) -> logging.Handler:
-    handler.setFormatter(logging.Formatter(FORMAT))
-    handler.addFilter(MaskNumbers())
+    handler.setFormatter(MaskingFormatter(FORMAT))
     return handler
 
 

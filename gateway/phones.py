@@ -31,13 +31,17 @@ def normalize(raw: str, region: str) -> Number:
 
 
 def mask(number: str) -> str:
-    """``+8613800138000`` -> ``+86138*****00``: enough to recognize, not enough to dial."""
-    if len(number) <= 6:
-        return "*" * len(number)
-    return number[:6] + "*" * (len(number) - 8) + number[-2:]
+    """``+8613800138000`` -> ``+86138******00``: enough to recognize, not enough to dial.
+
+    However short, at least five digits are hidden: ``+6834002`` -> ``+68*****``.
+    """
+    head = min(6, max(1, len(number) // 2 - 1))
+    tail = 2 if len(number) >= 12 else 0
+    return number[:head] + "*" * (len(number) - head - tail) + number[len(number) - tail:]
 
 
-_NUMBER_IN_TEXT = re.compile(r"(?<![\w.])\+?\d{7,15}(?![\w.])")
+# Not inside a word or a decimal; a full stop after it (the end of a sentence) is fine.
+_NUMBER_IN_TEXT = re.compile(r"(?<![\w.])\+?\d{7,15}(?!\w|\.\d)")
 
 
 def mask_text(text: str) -> str:
