@@ -21,6 +21,7 @@ from gateway.breaker import CircuitBreaker
 from gateway.config import Config, ProviderConfig, TemplateConfig
 from gateway.stats import ProviderStats
 from providers.base import Delivery, Health, Message, Provider, SendResult
+from providers.http import MAX_RETRY_AFTER
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,13 @@ _OUTCOME = {Delivery.ACCEPTED: "accepted", Delivery.SAFE: "failed", Delivery.CAL
             Delivery.RCPT_LIMIT: "rejected", Delivery.UNKNOWN: "unknown"}
 
 
+def _seconds(retry_after: float | None) -> float | None:
+    """A provider's back-off as a usable number: nan dropped, inf capped (custom providers too)."""
+    if retry_after is None or not retry_after > 0:
+        return None
+    return min(retry_after, MAX_RETRY_AFTER)
+
+
 class Router:
     """Sends one message through a snapshot's providers."""
 
@@ -140,7 +148,7 @@ class Router:
             except Exception as exc:  # a provider bug must not lose the message
                 log.exception("provider %s raised instead of returning an outcome", member.name)
                 result = SendResult(Delivery.UNKNOWN, Health.FAILURE, type(exc).__name__)
-            member.breaker.record(permit, result.health, result.retry_after)
+            member.breaker.record(permit, result.health, _seconds(result.retry_after))
             attempt = Attempt(member.name, _OUTCOME[result.delivery], result.reason,
                               (self._clock() - started) * 1000)
             self._observe(member, attempt)
@@ -171,7 +179,7 @@ class Router:
             return Outcome(422, "rejected", attempts, member.name, reason=result.reason)
         if delivery is Delivery.RCPT_LIMIT:
             return Outcome(429, "rate_limited", attempts, member.name, reason=result.reason,
-                           retry_after=result.retry_after or 60.0)
+                           retry_after=_seconds(result.retry_after) or 60.0)
         if delivery is Delivery.UNKNOWN and template.on_unknown == "stop":
             return Outcome(202, "unknown", attempts, member.name, reason=result.reason)
         return None

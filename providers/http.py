@@ -139,6 +139,9 @@ def _short(exc: BaseException) -> str:
     return str(getattr(cause, "strerror", None) or type(cause).__name__).lower()
 
 
+MAX_RETRY_AFTER = 24 * 3600  # a provider asking for longer (or for inf) is capped at a day
+
+
 def retry_after(headers: Mapping[str, str], *names: str) -> float | None:
     """The first of ``names`` (default Retry-After) as seconds, when it is a positive number."""
     for name in names or ("Retry-After",):
@@ -149,6 +152,6 @@ def retry_after(headers: Mapping[str, str], *names: str) -> float | None:
             seconds = float(value)
         except ValueError:
             continue
-        if seconds > 0:
-            return seconds
+        if seconds > 0:  # nan fails this; inf ("1e999" parses) is capped
+            return min(seconds, MAX_RETRY_AFTER)
     return None

@@ -8,6 +8,8 @@ an ``unknown`` attempt: a ``failover`` template then tries the next provider (20
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import time
 import tracemalloc
 from typing import Any
@@ -19,8 +21,9 @@ from aiohttp.test_utils import TestServer
 import providers.http
 from conftest import NUMBER, TEST_CONFIG, Harness, MakeGateway
 from providers.aliyun import AliyunProvider
-from providers.base import Delivery, Health, Message, ProviderSettings, Secret
-from providers.http import MAX_RESPONSE_BYTES, make_session
+from providers.base import Delivery, Health, Message, ProviderSettings, Secret, SendResult
+from providers.http import MAX_RESPONSE_BYTES, MAX_RETRY_AFTER, make_session, retry_after
+from providers.sandbox import SandboxProvider
 
 TIMEOUT = 0.5  # the test config's per-attempt timeout
 SLACK = 1.0  # scheduling, the failover attempt, and the 202/200 answer
@@ -150,3 +153,39 @@ async def test_an_answer_split_across_packets_is_read_whole(aiohttp_server: Any)
             Message("m1", (NUMBER,), "notice", NOTICE), timeout=2.0)
     assert (result.delivery, result.health) == (Delivery.ACCEPTED, Health.SUCCESS)
     assert result.provider_message_id == "900619746936498440^0"
+
+
+class ForeverProvider(SandboxProvider):
+    """A provider that asks to be left alone forever: ``Retry-After: inf`` (``1e999`` parses)."""
+
+    needs_template_ids = False
+
+    async def send(self, message: Message, timeout: float) -> SendResult:
+        if message.template == "notice":
+            return SendResult(Delivery.RCPT_LIMIT, Health.IGNORED, "limit", retry_after=math.inf)
+        return SendResult(Delivery.SAFE, Health.THROTTLED, "throttled", retry_after=math.inf)
+
+
+@pytest.mark.parametrize("header", ["1e999", "inf", "nan", "-5", "86400000"])
+def test_a_retry_after_header_is_a_bounded_number_or_nothing(header: str) -> None:
+    seconds = retry_after({"Retry-After": header})
+    assert seconds is None or 0 < seconds <= MAX_RETRY_AFTER
+
+
+async def test_a_provider_asking_for_forever_gets_max_open_for(make_gateway: MakeGateway
+                                                               ) -> None:
+    gw = await make_gateway(TEST_CONFIG.split("providers:")[0] + "providers:\n"
+                            "  - {name: forever, type: test_misbehaviour:ForeverProvider}\n")
+    limited = await gw.send(template="notice", params=NOTICE)
+    assert limited.status == 429
+    assert 1 <= int(limited.headers["Retry-After"]) <= MAX_RETRY_AFTER
+    assert (await gw.send()).status == 502  # throttled: safe, and nobody else to try
+    refused = await gw.send()
+    assert refused.status == 503  # open, for max_open_for at most
+    member = gw.gateway.runtime.member("forever")
+    assert member is not None
+    assert 0 < int(refused.headers["Retry-After"]) <= member.breaker.settings.max_open_for + 1
+    status = await gw.client.get("/status")
+    assert status.status == 200
+    json.loads(await status.text())  # strict JSON: no Infinity
+    assert (await gw.client.get("/")).status == 200
