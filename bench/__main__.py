@@ -42,8 +42,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.cases = {c.strip() for c in args.cases.split(",") if c.strip()}
     if args.cases - set("12345"):
         parser.error("--cases takes numbers from 1 to 5")
-    if "3" in args.cases:
-        args.cases.add("1")  # case 3b is measured against case 1
     return args
 
 
@@ -73,12 +71,12 @@ async def _measure(args: argparse.Namespace, workdir: Path, children: Children) 
     bare5 = stack.start_bare("bare-1000") if "5" in want else None
     await stack.ready(*filter(None, (gw, bare, no_breaker, hang, gw5, bare5)))
     b = cases.Bench(stack, workdir, args.duration, use_wrk, max(1, args.rounds))
-    if gw and bare:
-        case1 = await cases.case1(b, gw, bare)
-        if "2" in want:
-            await cases.case2(b, gw, bare)
-        if gw and no_breaker:
-            await cases.case3(b, gw, no_breaker, case1)
+    if gw and bare and "1" in want:
+        await cases.case1(b, gw, bare)
+    if gw and bare and "2" in want:
+        await cases.case2(b, gw, bare)
+    if gw and no_breaker:
+        await cases.case3(b, gw, no_breaker)
     if hang:
         await cases.case4(b, hang)
     if gw5 and bare5:
