@@ -22,7 +22,7 @@ async def test_status_lists_providers_in_route_order(gw: Harness) -> None:
     assert aliyun["state"] == "open"
     assert aliyun["open_until"] > 0
     assert aliyun["counts"]["failed"] == 3
-    assert aliyun["last_error"].startswith("connect failed")
+    assert aliyun["last_error"] == "connect failed: connection refused"  # no address or port
     assert huawei["state"] == "closed"
     assert huawei["counts"]["sent"] == 3
     assert huawei["latency_ms"]["p50"] is not None
@@ -40,11 +40,16 @@ async def test_metrics_in_prometheus_text(gw: Harness) -> None:
     await gw.send()
     await gw.mode("aliyun", "reject")
     await gw.send()
+    await gw.client.post("/sms", data="{", headers={"Content-Type": "application/json"})
+    await gw.client.post("/api/sms", data="x", headers={"Content-Type": "text/plain"})
+    await gw.send(to="not a number")
     response = await gw.client.get("/metrics")
     assert response.status == 200
     text = await response.text()
     assert 'sms_requests_total{status="200"} 1.0' in text
-    assert 'sms_requests_total{status="422"} 1.0' in text
+    assert 'sms_requests_total{status="422"} 2.0' in text  # the provider's and ours
+    assert 'sms_requests_total{status="400"} 1.0' in text  # every answer counts, not only
+    assert 'sms_requests_total{status="415"} 1.0' in text  # the routed ones
     assert 'sms_attempts_total{outcome="accepted",provider="aliyun"} 1.0' in text
     assert 'sms_breaker_state{provider="aliyun",state="closed"} 1.0' in text
     assert "sms_send_duration_seconds_bucket" in text
