@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from gateway import __version__
-from gateway.config import Config, ConfigError, Emulation, load_config
+from gateway.config import LEVELS, Config, ConfigError, Emulation, load_config
 from gateway.logs import setup_console, setup_file
 
 if TYPE_CHECKING:
@@ -35,7 +35,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
     parser.add_argument("--env-file", help="KEY=VALUE lines loaded into the environment first")
-    parser.add_argument("--log-level", help="overrides logging.level from the config")
+    parser.add_argument("--log-level", type=str.upper, choices=LEVELS, metavar="LEVEL",
+                        help=f"overrides logging.level from the config ({', '.join(LEVELS)})")
     parser.add_argument("--emulate", action="store_true",
                         help="run the Aliyun and Huawei emulators in-process and use them")
     parser.add_argument("--check", action="store_true",

@@ -20,6 +20,7 @@ __all__ = [
 ]
 
 MAX_BODY_BYTES = 64 * 1024
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +199,7 @@ def _server(check: Checker, node: Node) -> ServerConfig:
 def _logging(check: Checker, node: Node) -> LoggingConfig:
     check.keys(node, "logging", ("level", "file", "max_bytes", "backups"))
     level = check.string(node, "level", "logging", "INFO").upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    if level not in LEVELS:
         check.problem(node.line_of("level"), "logging.level",
                       "must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
     file: str | None = "logs/gateway.log"

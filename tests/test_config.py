@@ -153,6 +153,11 @@ def test_check_flag_exits_0_or_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["--config", str(REPO / "config.yaml"), "--check"]) == 2
     assert main(["--config", str(REPO / "config.yaml"), "--check", "--emulate"]) == 0
     assert main(["--config", str(tmp_path / "missing.yaml"), "--check"]) == 2
+    assert main(["--config", str(good), "--check", "--log-level", "debug"]) == 0
+    with pytest.raises(SystemExit) as exit_:
+        main(["--config", str(good), "--check", "--log-level", "LOUD"])
+    assert exit_.value.code == 2  # argparse's usage error, never a traceback
+    assert "invalid choice: 'LOUD'" in capsys.readouterr().err
 
 
 def test_env_file_is_loaded_before_the_config(tmp_path: Path,
