@@ -97,7 +97,8 @@ class Gateway:
                 matched = secret
         if not given or not matched:
             raise Problem(401, "a valid API key is required (Authorization: Bearer KEY)",
-                          slug="unauthorized")
+                          slug="unauthorized",
+                          headers={"WWW-Authenticate": 'Bearer realm="sms-gateway"'})
         # Named by the key itself, not its place in the list: a reload that reorders or
         # removes keys leaves every caller's Idempotency-Keys where they were.
         return "key-" + hashlib.sha256(matched).hexdigest()[:16]
@@ -115,7 +116,6 @@ class Gateway:
         record.status, record.http_status = outcome.state, outcome.status
         record.provider, record.provider_message_id = outcome.provider, outcome.provider_message_id
         record.attempts = [a.as_dict() for a in outcome.attempts]
-        self.metrics.requests.labels(str(outcome.status)).inc()
         self.metrics.latency.observe(self.clock() - started)
         log.info("send %s %s via %s: %s", message.id, message.template,
                  outcome.provider or "-", outcome.state)

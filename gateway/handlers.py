@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.app import Reply
+from gateway.app import Gateway, Reply
 from gateway.keys import gateway_key
 from gateway.openapi import openapi_json
 from gateway.problems import Problem
-from gateway.records import Conflict
+from gateway.records import CONFLICT, Conflict
 from gateway.status import provider_status, ready, recent_sends, status_document
 from gateway.validate import parse_send, read_json
 
@@ -19,18 +21,40 @@ _REPLAYABLE = frozenset({200, 202, 422})
 
 
 async def send_sms(request: web.Request) -> web.Response:
-    """POST /sms (and the seed's POST /api/sms)."""
+    """POST /sms (and the seed's POST /api/sms), counted by the status it is answered with."""
     gateway = request.app[gateway_key]
+    status: int | None = 500  # anything unforeseen becomes the middleware's 500
+    try:
+        response = await _send(request, gateway)
+        status = response.status
+        return response
+    except (Problem, web.HTTPException) as exc:
+        status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = None  # the caller went away: nothing was answered
+        raise
+    finally:
+        if status is not None:
+            gateway.metrics.requests.labels(str(status)).inc()
+
+
+async def _send(request: web.Request, gateway: Gateway) -> web.Response:
     caller = gateway.caller(request)
     body = await read_json(request)
     snapshot = gateway.runtime.snapshot  # the whole send runs on the config it began with
-    send = parse_send(body, snapshot.config)
     key = request.headers.get("Idempotency-Key")
     if key is None:
-        return (await gateway.dispatch(snapshot, send)).response()
+        return (await gateway.dispatch(snapshot, parse_send(body, snapshot.config))).response()
     if not key or len(key) > 255:
         raise Problem(400, "Idempotency-Key must be 1-255 characters", slug="invalid-request")
     scoped = f"{caller}\0{key}"
+    try:
+        send = parse_send(body, snapshot.config)
+    except Problem:
+        if scoped in gateway.idempotency:  # a used key with another (here: invalid) body
+            raise Problem(409, CONFLICT, slug="idempotency-conflict") from None
+        raise  # nothing was sent: the key stays free, as after a 502 or 503
     try:
         stored = gateway.idempotency.begin(scoped, send.fingerprint())
     except Conflict as exc:

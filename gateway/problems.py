@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -20,17 +20,21 @@ class Problem(Exception):
     """Raise from a handler to answer with a problem document."""
 
     def __init__(self, status: int, detail: str, *, slug: str | None = None,
-                 retry_after: float | None = None, **extensions: Any) -> None:
+                 retry_after: float | None = None, headers: Mapping[str, str] | None = None,
+                 **extensions: Any) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.slug = slug
         self.retry_after = retry_after
+        self.headers = dict(headers or {})
         self.extensions = extensions
 
     def response(self) -> web.Response:
-        return problem(self.status, self.detail, slug=self.slug, retry_after=self.retry_after,
-                       **self.extensions)
+        response = problem(self.status, self.detail, slug=self.slug,
+                           retry_after=self.retry_after, **self.extensions)
+        response.headers.update(self.headers)
+        return response
 
 
 def problem_body(status: int, detail: str, slug: str | None = None,

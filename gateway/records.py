@@ -79,6 +79,9 @@ class Conflict(Exception):
         self.reason = reason
 
 
+CONFLICT = "this Idempotency-Key was used with a different request body"
+
+
 class IdempotencyStore:
     """``Idempotency-Key`` -> the first answer, for ``ttl`` seconds, at most ``capacity`` keys."""
 
@@ -102,7 +105,7 @@ class IdempotencyStore:
             self._items[key] = _Entry(fingerprint, now)
             return None
         if entry.fingerprint != fingerprint:
-            raise Conflict("this Idempotency-Key was used with a different request body")
+            raise Conflict(CONFLICT)
         if entry.response is None:
             raise Conflict("a request with this Idempotency-Key is still in flight")
         return entry.response
@@ -112,6 +115,10 @@ class IdempotencyStore:
         entry = self._items.get(key)
         if entry is not None:
             entry.response = (status, body)
+
+    def __contains__(self, key: str) -> bool:
+        entry = self._items.get(key)
+        return entry is not None and self._clock() - entry.created < self._ttl
 
     def forget(self, key: str) -> None:
         """Free the key: nothing was sent, so a retry with it may send."""

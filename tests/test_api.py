@@ -98,7 +98,9 @@ async def test_header_injection_in_a_number_is_rejected(gw: Harness) -> None:
 
 async def test_401_when_api_keys_are_configured(make_gateway: MakeGateway) -> None:
     gw = await make_gateway(TEST_CONFIG.replace("api_keys: []", "api_keys: [k-one, k-two]"))
-    assert (await gw.send()).status == 401
+    missing = await gw.send()
+    assert missing.status == 401
+    assert missing.headers["WWW-Authenticate"] == 'Bearer realm="sms-gateway"'
     assert (await gw.send(headers={"Authorization": "Bearer wrong"})).status == 401
     assert (await gw.send(headers={"Authorization": "Bearer k-two"})).status == 200
     assert (await gw.send(headers={"X-API-Key": "k-one"})).status == 200
@@ -116,12 +118,25 @@ async def test_idempotency_key_replays_and_conflicts(gw: Harness) -> None:
     assert gw.emulators["aliyun"].state.counters["accepted"] == 1
     other = await gw.send(params={"code": "999999"}, headers={"Idempotency-Key": "abc"})
     assert other.status == 409
+    invalid = await gw.send(to="not a number", headers={"Idempotency-Key": "abc"})
+    assert invalid.status == 409  # the key is taken, whatever the new body is
+    assert gw.emulators["aliyun"].state.counters["requests"] == 1
+
+
+async def test_a_body_that_fails_validation_leaves_its_key_free(gw: Harness) -> None:
+    invalid = await gw.send(to="not a number", headers={"Idempotency-Key": "fresh"})
+    assert invalid.status == 422
+    valid = await gw.send(headers={"Idempotency-Key": "fresh"})
+    assert valid.status == 200  # nothing was sent the first time, so nothing is replayed
+    assert "Idempotent-Replayed" not in valid.headers
 
 
 async def test_idempotency_conflict_while_in_flight(gw: Harness) -> None:
     await gw.mode("aliyun", "latency", 300)
     first = asyncio.create_task(gw.send(headers={"Idempotency-Key": "slow"}))
-    await asyncio.sleep(0.1)
+    async with asyncio.timeout(5):
+        while gw.emulators["aliyun"].state.counters["requests"] == 0:  # the first is on the wire
+            await asyncio.sleep(0.005)
     second = await gw.send(headers={"Idempotency-Key": "slow"})
     assert second.status == 409
     assert (await first).status == 200
