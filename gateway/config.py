@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import phonenumbers
+
 from gateway.schema import Checker, ConfigError, Problem
-from gateway.yamlsrc import Node, Seq, YamlSyntaxError, parse, read
+from gateway.yamlsrc import Node, Seq, YamlSyntaxError, parse, read, substitute
 from providers import resolve_provider_class
 from providers.base import Provider, ProviderSettings, Secret
 
@@ -170,6 +172,9 @@ def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None) 
     breaker = _breaker(check, check.mapping(defaults, "breaker", "defaults"), "defaults.breaker",
                        BreakerSettings())
     region = check.string(defaults, "region", "defaults", "CN").upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        check.problem(defaults.line_of("region"), "defaults.region",
+                      f"unknown region {region!r}; use an ISO 3166 code such as CN or US")
     timeout = check.duration(defaults, "timeout", "defaults", 5.0, positive=True)
     deadline = check.duration(defaults, "deadline", "defaults", 15.0, positive=True)
     templates = _templates(check, check.mapping(raw, "templates"))
@@ -189,6 +194,13 @@ def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None) 
 def _server(check: Checker, node: Node) -> ServerConfig:
     check.keys(node, "server", ("api_keys", "max_recipients", "shutdown_timeout"))
     keys = [Secret(k) for k in check.string_list(node, "api_keys", "server", secret=True) if k]
+    written = node.get("api_keys")
+    for item in written if isinstance(written, list) else [written]:
+        unset = substitute(item, check.env).missing if isinstance(item, str) else []
+        if unset:  # an unset key must not turn auth off unnoticed; ${VAR:-} says it may
+            check.problem(node.line_of("api_keys"), "server.api_keys",
+                          f"environment variable(s) not set: {', '.join(unset)} "
+                          f"(write ${{{unset[0]}:-}} to run without auth when it is unset)")
     return ServerConfig(
         api_keys=tuple(keys),
         max_recipients=check.integer(node, "max_recipients", "server", 100, minimum=1),
@@ -223,13 +235,15 @@ def _breaker(check: Checker, node: Node, path: str, base: BreakerSettings) -> Br
         values[key] = check.integer(node, key, path, getattr(base, key), minimum=1)
     for key in _BREAKER_DURATION:
         values[key] = check.duration(node, key, path, getattr(base, key), positive=True)
+    # Values inherited from defaults.breaker were checked there: report only what is written here.
     rate = check.number(node, "failure_rate", path, base.failure_rate)
-    if not 0 < rate <= 1:
+    if "failure_rate" in node and not 0 < rate <= 1:
         check.problem(node.line_of("failure_rate"), f"{path}.failure_rate",
                       "must be above 0 and at most 1")
     values["failure_rate"] = rate
     settings = BreakerSettings(**values)
-    if settings.max_open_for < settings.open_for:
+    if ("open_for" in node or "max_open_for" in node) \
+            and settings.max_open_for < settings.open_for:
         check.problem(node.line_of("max_open_for"), f"{path}.max_open_for",
                       "must be at least open_for")
     return settings
@@ -319,13 +333,18 @@ def _provider(
             check.missing(spec.line_of(key), f"{path}.{key}", spec.get(key))
         if value:
             options[key] = value
-    mapped = {str(k): str(v) for k, v in check.mapping(spec, "templates", path).items()}
     tmpl_node = check.mapping(spec, "templates", path)
+    mapped = {str(k): check.string(tmpl_node, str(k), f"{path}.templates", required=True,
+                                   line=tmpl_node.line_of(k))
+              for k in tmpl_node}
     for logical in mapped:
         if logical not in templates:
             check.problem(tmpl_node.line_of(logical), f"{path}.templates.{logical}",
                           f"no template {logical!r} is defined under 'templates'")
     endpoint = check.string(spec, "endpoint", path) or None
+    if endpoint and not endpoint.startswith(("http://", "https://")):
+        check.problem(spec.line_of("endpoint"), f"{path}.endpoint",
+                      "must be an http:// or https:// URL")
     if fills.endpoint:
         endpoint = fills.endpoint
     settings = ProviderSettings(name, type_, endpoint, credentials, mapped, options)

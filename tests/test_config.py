@@ -63,10 +63,39 @@ def test_env_defaults_and_substitution() -> None:
     ("defaults:\n  breaker: {failure_rate: 2}\n", 6, "defaults.breaker.failure_rate", "at most 1"),
     ("routes:\n  - {match: {template: [x]}, providers: [nope]}\n", 6, "routes[0].providers",
      "unknown provider 'nope'"),
+    ("defaults:\n  region: ZZ\n", 6, "defaults.region", "unknown region 'ZZ'"),
+    ("server:\n  api_keys: ['${GATEWAY_KEY}']\n", 6, "server.api_keys",
+     "not set: GATEWAY_KEY (write ${GATEWAY_KEY:-} to run without auth"),
 ])
 def test_errors_name_file_line_and_key(snippet: str, line: int, key: str, words: str) -> None:
     found = problems(MINIMAL + snippet)
     assert any(p.startswith(f"conf.yaml:{line}: {key}:") and words in p for p in found), found
+
+
+def test_provider_endpoints_and_template_ids_are_checked() -> None:
+    text = MINIMAL.replace("  - {name: box, type: sandbox}\n", """\
+  - name: ali
+    type: aliyun
+    endpoint: 123
+    credentials: {access_key_id: a, access_key_secret: b}
+    sign_name: S
+    templates: {verify_code: [SMS_1]}
+""")
+    found = problems(text)
+    assert any(p.startswith("conf.yaml:6: providers.ali.endpoint:") and "http" in p
+               for p in found), found
+    assert any(p.startswith("conf.yaml:9: providers.ali.templates.verify_code: must be a string")
+               for p in found), found
+    config = parse_config(text.replace("[SMS_1]", "'${TEMPLATE:-SMS_9}'").replace("123", "''"))
+    assert config.providers[0].settings.templates == {"verify_code": "SMS_9"}  # substituted
+
+
+def test_a_bad_default_breaker_is_reported_once_where_it_is_written() -> None:
+    text = MINIMAL + "defaults:\n  breaker: {open_for: 10m, max_open_for: 1m}\n"
+    text = text.replace("  - {name: box, type: sandbox}\n",
+                        "  - {name: box, type: sandbox}\n  - {name: two, type: sandbox}\n")
+    found = problems(text)
+    assert [p.split(": ")[1] for p in found] == ["defaults.breaker.max_open_for"], found
 
 
 def test_duplicate_provider_names_and_unknown_types() -> None:
