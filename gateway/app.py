@@ -18,6 +18,7 @@ from gateway.breaker import State
 from gateway.config import MAX_BODY_BYTES, Config
 from gateway.keys import gateway_key
 from gateway.metrics import Metrics
+from gateway.phones import mask
 from gateway.problems import Problem, json_reply, problem_body, problem_middleware
 from gateway.records import IdempotencyStore, Records, SendRecord
 from gateway.router import Outcome, Router, Snapshot
@@ -116,9 +117,14 @@ class Gateway:
         record.status, record.http_status = outcome.state, outcome.status
         record.provider, record.provider_message_id = outcome.provider, outcome.provider_message_id
         record.attempts = [a.as_dict() for a in outcome.attempts]
+        record.refused = [{"to": mask(n), "error": code} for n, code in outcome.refused]
         self.metrics.latency.observe(self.clock() - started)
         log.info("send %s %s via %s: %s", message.id, message.template,
                  outcome.provider or "-", outcome.state)
+        if outcome.refused:
+            log.warning("send %s: %s refused %d of %d recipients: %s", message.id,
+                        outcome.provider, len(outcome.refused), len(message.to),
+                        ", ".join(f"{mask(n)} {code}" for n, code in outcome.refused))
         return _reply(message, outcome, record.attempts)
 
 
@@ -140,6 +146,9 @@ def _reply(message: Message, outcome: Outcome, attempts: list[dict[str, Any]]) -
             "id": message.id, "status": outcome.state, "provider": outcome.provider,
             "provider_message_id": outcome.provider_message_id, "to": list(message.to),
             "attempts": attempts, "message": "send",
+            # only when a provider sent the batch to some recipients and refused the others
+            **({"refused": [{"to": n, "error": code} for n, code in outcome.refused]}
+               if outcome.refused else {}),
         })
     detail = outcome.reason
     if outcome.status == 422:

@@ -97,6 +97,14 @@ _SEND_RESULT = {
         "to": {"type": "array", "items": {"type": "string"}, "description": "E.164"},
         "attempts": {"type": "array", "items": _ref("Attempt")},
         "message": {"const": "send"},
+        "refused": {
+            "type": "array",
+            "description": "present when the provider sent to the other recipients but refused "
+            "these (Huawei per-number status); not failed over",
+            "items": {"type": "object", "properties": {"to": {"type": "string"},
+                                                       "error": {"type": "string"}},
+                      "required": ["to", "error"]},
+        },
     },
     "required": ["id", "status", "provider", "to", "attempts", "message"],
 }

@@ -23,6 +23,7 @@ class SendRecord:
     provider: str | None = None
     provider_message_id: str | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    refused: list[dict[str, str]] = field(default_factory=list)  # numbers masked
 
     @classmethod
     def start(cls, message_id: str, template: str, numbers: list[str]) -> SendRecord:
@@ -33,7 +34,7 @@ class SendRecord:
             "id": self.id, "status": self.status, "template": self.template, "to": self.to,
             "provider": self.provider, "provider_message_id": self.provider_message_id,
             "created_at": self.created_at, "http_status": self.http_status,
-            "attempts": self.attempts,
+            "attempts": self.attempts, "refused": self.refused,
         }
 
 

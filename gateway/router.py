@@ -96,6 +96,7 @@ class Outcome:
     provider_message_id: str | None = None
     reason: str = ""
     retry_after: float | None = None
+    refused: tuple[tuple[str, str], ...] = ()  # see SendResult.refused
 
 
 _OUTCOME = {Delivery.ACCEPTED: "accepted", Delivery.SAFE: "failed", Delivery.CALLER: "rejected",
@@ -174,7 +175,8 @@ class Router:
         """The final outcome after this attempt, or None to try the next provider."""
         delivery = result.delivery
         if delivery is Delivery.ACCEPTED:
-            return Outcome(200, "sent", attempts, member.name, result.provider_message_id)
+            return Outcome(200, "sent", attempts, member.name, result.provider_message_id,
+                           refused=result.refused)
         if delivery is Delivery.CALLER:
             return Outcome(422, "rejected", attempts, member.name, reason=result.reason)
         if delivery is Delivery.RCPT_LIMIT:

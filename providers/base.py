@@ -45,6 +45,9 @@ class SendResult:
     reason: str = ""  # short and safe to show: a provider code or an error class, never a body
     provider_message_id: str | None = None
     retry_after: float | None = None  # seconds, for THROTTLED and RCPT_LIMIT
+    # ACCEPTED batches only: (number, provider code) for each recipient the provider turned down
+    # while sending to the rest (Huawei's per-number status). Reported, never failed over.
+    refused: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def accepted(cls, message_id: str | None) -> SendResult:

@@ -26,8 +26,10 @@ def _per_number(result: list[Any]) -> SendResult:
     statuses = [str(item.get("status", "")) for item in result if isinstance(item, dict)]
     ok = [item for item in result if isinstance(item, dict) and item.get("status") == "000000"]
     if ok:
-        ids = ",".join(str(item.get("smsMsgId", "")) for item in ok)
-        return SendResult.accepted(ids or None)
+        ids = ",".join(str(item.get("smsMsgId", "")) for item in ok) or None
+        refused = tuple((str(item.get("originTo", "")), str(item.get("status", "")))
+                        for item in result if isinstance(item, dict) and item not in ok)
+        return SendResult(Delivery.ACCEPTED, Health.SUCCESS, "", ids, refused=refused)
     if statuses and all(s in _STATUS_LIMIT for s in statuses):
         return SendResult(Delivery.RCPT_LIMIT, Health.IGNORED, statuses[0])
     if statuses and all(s in _STATUS_CALLER | _STATUS_LIMIT for s in statuses):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import TEST_CONFIG, Harness, MakeGateway
+from conftest import NUMBER, TEST_CONFIG, Harness, MakeGateway
 
 
 @pytest.mark.parametrize(("mode", "aliyun_outcome", "breaker_after_one"), [
@@ -96,3 +96,24 @@ async def test_equal_priorities_share_traffic_by_weight(make_gateway: MakeGatewa
     used = [(await (await gw.send()).json())["provider"] for _ in range(80)]
     assert 35 <= used.count("huawei") <= 78  # expected 60 of 80
     assert used.count("aliyun") >= 2
+
+
+async def test_a_batch_sent_in_part_names_the_refused_recipients(make_gateway: MakeGateway
+                                                                 ) -> None:
+    gw = await make_gateway(TEST_CONFIG.replace("priority: 2", "priority: 0"))  # huawei first
+    limited = "+8613900099915"  # the Huawei emulator's magic number: per-number E200015
+    response = await gw.send(to=[NUMBER, limited])
+    assert response.status == 200
+    body = await response.json()
+    assert body["provider"] == "huawei" and body["to"] == [NUMBER, limited]
+    assert body["refused"] == [{"to": limited, "error": "E200015"}]
+    [message] = gw.emulators["huawei"].state.messages
+    assert message["to"] == [NUMBER]  # the rest of the batch went out, once
+    assert gw.emulators["aliyun"].state.counters["requests"] == 0  # never failed over
+    record = await (await gw.client.get(f"/sms/{body['id']}")).json()
+    assert record["refused"] == [{"to": "+86139******15", "error": "E200015"}]
+    plain = await (await gw.send()).json()
+    assert "refused" not in plain  # only when there is something to say
+    alone = await gw.send(to=[limited])
+    assert alone.status == 429  # every recipient limited: the per-recipient limit answer
+    assert gw.emulators["aliyun"].state.counters["requests"] == 0

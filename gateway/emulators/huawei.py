@@ -34,6 +34,9 @@ from gateway.emulators.state import (
 from providers import wsse
 
 PATH = "/sms/batchSendSms/v1"
+# A number ending so has had too many messages today: per-number status E200015, while the rest
+# of its batch goes out (a magic number, as Twilio's test credentials have).
+LIMITED_SUFFIX = "99915"
 SKEW = 24 * 3600
 MAX_NUMBERS = 500
 _TO = re.compile(r"[0-9+,]+")
@@ -164,10 +167,12 @@ def _validate(form: dict[str, str]) -> _Sms:
     return _Sms(form["from"], numbers, form["templateId"], params, form.get("extend", ""))
 
 
-def _result(sms: _Sms, status: str) -> list[dict[str, str]]:
+def _result(sms: _Sms, status: str | None = None) -> list[dict[str, str]]:
+    """One item per number; without ``status``, each number's own (see LIMITED_SUFFIX)."""
     created = utc_now()
     return [{"originTo": number, "createTime": created, "from": sms.sender,
-             "smsMsgId": f"{uuid.uuid4()}_{random.randrange(10**7, 10**8)}", "status": status}
+             "smsMsgId": f"{uuid.uuid4()}_{random.randrange(10**7, 10**8)}",
+             "status": status or ("E200015" if number.endswith(LIMITED_SUFFIX) else "000000")}
             for number in sms.numbers]
 
 
@@ -178,9 +183,15 @@ def _respond(state: EmulatorState, sms: _Sms) -> web.Response:
         if state.mode == "limit":  # E200015: too many messages for this number (providers.md 2.4)
             return answer(status, code, description, result=_result(sms, "E200015"))
         return answer(status, code, description)
-    result = _result(sms, "000000")
-    ids = ",".join(item["smsMsgId"] for item in result)
-    state.record_accept(sms.extend, sms.numbers, sms.template, sms.params, ids)
+    result = _result(sms)
+    sent = [item for item in result if item["status"] == "000000"]
+    if not sent:  # every number refused: E000510, "see status" (providers.md 2.5)
+        state.counters["rejected"] += 1
+        return answer(400, "E000510", "The SMS fails to be sent. For details, see status.",
+                      result=result)
+    ids = ",".join(item["smsMsgId"] for item in sent)
+    state.record_accept(sms.extend, [item["originTo"] for item in sent], sms.template,
+                        sms.params, ids)
     return answer(200, "000000", "Success", result=result)
 
 
