@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -53,6 +54,9 @@ class Gateway:
         self.router = Router(self._count_attempt, clock=clock)
         self.records = Records()
         self.idempotency = IdempotencyStore()
+        # One reload at a time: a file change and a SIGHUP together must not apply an older
+        # read of the file after a newer one.
+        self.reload_lock = asyncio.Lock()
         self.started_at = time.time()
 
     @property

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
 from watchfiles import Change, awatch
 
 from gateway.app import Gateway
-from gateway.config import ConfigError
+from gateway.config import Config, ConfigError
 from gateway.keys import gateway_key
 
 log = logging.getLogger(__name__)
@@ -22,9 +22,14 @@ async def reload_now(gateway: Gateway) -> bool:
     """Load the config file again and swap it in if valid; say why not otherwise."""
     if gateway.loader is None:
         return False
+    async with gateway.reload_lock:
+        return await _reload(gateway, gateway.loader)
+
+
+async def _reload(gateway: Gateway, loader: Callable[[], Config]) -> bool:
     runtime = gateway.runtime
     try:
-        config = await asyncio.to_thread(gateway.loader)
+        config = await asyncio.to_thread(loader)
         runtime.apply(config)
     except Exception as exc:  # also a custom provider whose constructor raises: never fatal
         why = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"

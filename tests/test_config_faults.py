@@ -155,9 +155,15 @@ async def test_a_failed_build_leaves_breaker_settings_alone(gw: Harness) -> None
     assert member.breaker.settings.consecutive_failures == 3
 
 
-async def wait_for(check: Callable[[], bool], seconds: float = 10.0) -> None:
-    """inotify plus the watcher's 300 ms debounce: poll, never a fixed sleep."""
-    for _ in range(int(seconds / 0.05)):
+async def wait_for(check: Callable[[], bool], seconds: float = 10.0,
+                   poke: Callable[[], None] | None = None) -> None:
+    """inotify plus the watcher's 300 ms debounce: poll, never a fixed sleep.
+
+    ``poke`` makes the edit again every second, for a watcher that may not have started yet.
+    """
+    for step in range(int(seconds / 0.05)):
+        if poke is not None and step % 20 == 0:
+            poke()
         if check():
             return
         await asyncio.sleep(0.05)
@@ -167,11 +173,11 @@ async def wait_for(check: Callable[[], bool], seconds: float = 10.0) -> None:
 async def test_the_watcher_survives_bad_edits_and_recovers(
         make_gateway: MakeGateway, caplog: pytest.LogCaptureFixture) -> None:
     gw = await make_gateway(watch=True)
-    await asyncio.sleep(0.3)  # let the watcher start
     runtime = gw.gateway.runtime
     with caplog.at_level(logging.ERROR, logger="gateway.reload"):
-        exploding_class(gw.config_path)  # used to kill the watcher task
-        await wait_for(lambda: runtime.reload.error is not None)
+        # this edit used to kill the watcher task
+        await wait_for(lambda: runtime.reload.error is not None,
+                       poke=lambda: exploding_class(gw.config_path))
         assert "cannot build this provider" in (runtime.reload.error or "")
         truncate_half(gw.config_path)
         await wait_for(lambda: "no provider can send it" in (runtime.reload.error or ""))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from conftest import TEST_CONFIG, Harness, MakeGateway
+from gateway.config import Config
 from gateway.reload import reload_now
 
 SWAPPED = TEST_CONFIG.replace("priority: 1", "priority: 9")  # huawei (2) now goes first
@@ -44,7 +46,9 @@ async def test_bad_edit_keeps_running_config_and_reports(gw: Harness) -> None:
 async def test_in_flight_send_finishes_on_its_own_config(gw: Harness) -> None:
     await gw.mode("aliyun", "latency", 400)
     task = asyncio.create_task(gw.send())
-    await asyncio.sleep(0.1)
+    async with asyncio.timeout(5):  # until it is on the wire, on the config it began with
+        while gw.emulators["aliyun"].state.counters["requests"] == 0:
+            await asyncio.sleep(0.005)
     gw.config_path.write_text(SWAPPED)
     assert await reload_now(gw.gateway)
     body = await (await task).json()
@@ -53,11 +57,31 @@ async def test_in_flight_send_finishes_on_its_own_config(gw: Harness) -> None:
 
 async def test_file_edits_are_picked_up_by_the_watcher(make_gateway: MakeGateway) -> None:
     gw = await make_gateway(watch=True)
-    await asyncio.sleep(0.3)  # let the watcher start
-    gw.config_path.write_text(SWAPPED)
-    for _ in range(100):  # up to 10 s: inotify plus a 300 ms debounce
-        if gw.gateway.runtime.reload.generation == 2:
+    for attempt in range(100):  # up to 10 s: inotify plus a 300 ms debounce
+        if attempt % 10 == 0:  # written again each second: the watcher may start late
+            gw.config_path.write_text(SWAPPED)
+        if gw.gateway.runtime.reload.generation >= 2:
             break
         await asyncio.sleep(0.1)
     assert gw.gateway.runtime.reload.generation == 2
     assert (await (await gw.send()).json())["provider"] == "huawei"
+
+
+async def test_reloads_run_one_at_a_time(gw: Harness) -> None:
+    loader = gw.gateway.loader
+    assert loader is not None
+    running, most = 0, 0
+
+    def slow_loader() -> Config:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        time.sleep(0.05)  # in the reload's worker thread
+        running -= 1
+        return loader()
+
+    gw.gateway.loader = slow_loader
+    results = await asyncio.gather(*(reload_now(gw.gateway) for _ in range(4)))
+    assert results == [True] * 4
+    assert most == 1  # a file change and a SIGHUP together never interleave
+    assert gw.gateway.runtime.reload.generation == 5
