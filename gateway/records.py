@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -69,7 +70,7 @@ class Records:
 class _Entry:
     fingerprint: str
     created: float
-    response: tuple[int, dict[str, Any]] | None = None
+    response: tuple[int, str] | None = None  # status, JSON text: a third of the dict's memory
 
 
 class Conflict(Exception):
@@ -96,11 +97,14 @@ class IdempotencyStore:
     def begin(self, key: str, fingerprint: str) -> tuple[int, dict[str, Any]] | None:
         """The stored answer for a repeat, None for a new key (now reserved); Conflict otherwise."""
         now = self._clock()
-        while self._items:
-            oldest = next(iter(self._items.values()))
+        for _ in range(len(self._items)):
+            oldest_key, oldest = next(iter(self._items.items()))
             if now - oldest.created < self._ttl and len(self._items) < self._capacity:
                 break
-            self._items.popitem(last=False)
+            if oldest.response is None:  # in flight: forgetting it now would allow a duplicate
+                self._items.move_to_end(oldest_key)
+                continue
+            del self._items[oldest_key]
         entry = self._items.get(key)
         if entry is None:
             self._items[key] = _Entry(fingerprint, now)
@@ -109,13 +113,14 @@ class IdempotencyStore:
             raise Conflict(CONFLICT)
         if entry.response is None:
             raise Conflict("a request with this Idempotency-Key is still in flight")
-        return entry.response
+        status, text = entry.response
+        return status, json.loads(text)
 
     def finish(self, key: str, status: int, body: dict[str, Any]) -> None:
         """Keep the answer for repeats."""
         entry = self._items.get(key)
         if entry is not None:
-            entry.response = (status, body)
+            entry.response = (status, json.dumps(body, ensure_ascii=False))
 
     def __contains__(self, key: str) -> bool:
         entry = self._items.get(key)
