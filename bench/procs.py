@@ -25,7 +25,7 @@ import aiohttp
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:  # runs in the child between fork and exec (Linux)
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
@@ -105,7 +105,7 @@ class Children:
                 argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
                 cwd=self.workdir, env={**os.environ, **self.env, **(env or {})},
                 start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=die_with_parent if sys.platform == "linux" else None,
             )
         child = Child(name, proc, log)
         self._all.append(child)

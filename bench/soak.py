@@ -27,7 +27,6 @@ import json
 import os
 import random
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.procs import die_with_parent, free_port, memory_kb
 from gateway.emulators import EMULATOR_CREDENTIALS, EmulatorServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -200,17 +200,10 @@ async def chaos(soak: Soak, phase_seconds: float, until: float) -> None:
         index += 1
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 async def sample_rss(soak: Soak, pid: int, started: float, until: float) -> None:
     while time.monotonic() < until:
         with contextlib.suppress(OSError):
-            soak.rss.append((time.monotonic() - started, rss_kib(pid)))
+            soak.rss.append((time.monotonic() - started, memory_kb(pid).get("VmRSS", 0)))
         await asyncio.sleep(1.0)
 
 
@@ -358,20 +351,6 @@ def report(soak: Soak, seconds: float, phase_seconds: float, senders: int) -> li
 
 # -- running it ------------------------------------------------------------------------------
 
-def _die_with_parent() -> None:  # in the child, between fork and exec (Linux)
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def start_gateway(workdir: Path, emulators: dict[str, EmulatorServer],
                         port: int) -> asyncio.subprocess.Process:
     log = workdir / "gateway.log"
@@ -387,7 +366,7 @@ async def start_gateway(workdir: Path, emulators: dict[str, EmulatorServer],
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", "--config", str(workdir / "config.yaml"),
             "--host", "127.0.0.1", "--port", str(port), cwd=workdir, env=env,
-            stdout=console, stderr=console, preexec_fn=_die_with_parent)
+            stdout=console, stderr=console, preexec_fn=die_with_parent)
     deadline = time.monotonic() + 20
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
