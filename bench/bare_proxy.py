@@ -17,6 +17,7 @@ import uuid
 import aiohttp
 from aiohttp import web
 
+from gateway.cli import _loop_factory
 from gateway.emulators import EMULATOR_CREDENTIALS, EMULATOR_OPTIONS
 from providers.aliyun import AliyunProvider
 from providers.base import Delivery, Message, ProviderSettings, Secret
@@ -64,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--aliyun", required=True, help="the Aliyun (emulator) base URL")
     args = parser.parse_args(argv)
+    factory = _loop_factory()  # the same event loop as the gateway's CLI picks
+    loop = factory() if factory is not None else None
     web.run_app(create_app(args.aliyun), host="127.0.0.1", port=args.port, access_log=None,
-                print=None)
+                print=None, loop=loop)
     return 0
 
 

@@ -1,9 +1,9 @@
-"""Where the gateway's time goes under case 1: ``python -m bench.profile [--duration S]``.
+"""Where the gateway's time goes under load: ``python -m bench.profile [--latency-ms 100]``.
 
 Runs the emulators and one gateway, drives case 1's load (0 ms provider latency, 50 connections)
 and samples the gateway with py-spy (``pip install py-spy``) while it runs. Prints the functions
 with the most samples, by own time and by time including callees, and keeps py-spy's collapsed
-stacks in ``bench/results/profile-case1-<target>.txt`` (load them into speedscope or flamegraph.pl).
+stacks in ``bench/results/profile-<latency>ms-<target>.txt`` (for speedscope or flamegraph.pl).
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ def summarize(collapsed: str, top: int = 25) -> str:
     return "\n".join(out)
 
 
-async def profile(spy: str, duration: float, workdir: Path, target: str, top: int) -> str:
+async def profile(spy: str, duration: float, workdir: Path, target: str, top: int,
+                  latency_ms: int = 0) -> str:
     children = Children(workdir, env={"PYTHONPATH": str(ROOT)})
     try:
         stack = Stack(children)
@@ -65,14 +66,16 @@ async def profile(spy: str, duration: float, workdir: Path, target: str, top: in
         await stack.ready(gateway)
         bench = Bench(stack, workdir, duration, wrk_path() is not None)
         await bench.warm(gateway)
-        out = RESULTS / f"profile-case1-{target}.txt"
+        await stack.emulator("aliyun", "ok", latency_ms)  # 100: case 2's load
+        out = RESULTS / f"profile-{latency_ms}ms-{target}.txt"
         out.parent.mkdir(exist_ok=True)
         # --gil: only samples that hold the GIL, i.e. Python running, not threads waiting.
         record = await asyncio.create_subprocess_exec(
             spy, "record", "--pid", str(gateway.pid), "--rate", "250", "--gil",
             "--duration", str(round(duration)), "--format", "raw", "--output", str(out),
             "--nonblocking", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        await bench.load(f"case 1 load on the {target} under py-spy", gateway, CONNS)
+        await bench.load(f"{latency_ms} ms provider, {CONNS} conns, {target} under py-spy",
+                         gateway, CONNS)
         _, err = await record.communicate()
         if record.returncode != 0:
             raise SystemExit(f"py-spy failed: {err.decode(errors='replace')}")
@@ -86,13 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--target", choices=("gateway", "bare"), default="gateway")
     parser.add_argument("--top", type=int, default=25, help="functions listed per ranking")
+    parser.add_argument("--latency-ms", type=int, default=0,
+                        help="the provider's latency: 0 is case 1 (default), 100 case 2")
     args = parser.parse_args(argv)
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
         parser.error("py-spy is not installed: pip install py-spy")
     workdir = Path(tempfile.mkdtemp(prefix="sms-bench-profile-"))
     try:
-        print(asyncio.run(profile(spy, args.duration, workdir, args.target, args.top)))
+        print(asyncio.run(profile(spy, args.duration, workdir, args.target, args.top,
+                                    args.latency_ms)))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
