@@ -6,6 +6,7 @@ import json
 import time
 from datetime import datetime
 from importlib.resources import files
+from pathlib import Path
 from typing import Any, Final
 
 import aiohttp_jinja2
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from gateway.config import Config
 from gateway.keys import gateway_key
+from gateway.problems import Problem
 from gateway.status import recent_sends, status_document
 
 REFRESH_SECONDS: Final = 3
@@ -106,4 +108,15 @@ def setup(app: web.Application) -> None:
     )
     env.filters.update(clock=_clock, ago=_relative, duration=_duration, ms=_ms)
     app.router.add_get("/", dashboard, name="dashboard")
-    app.router.add_static("/static/", str(root / "static"), name="static")
+    static = Path(str(root / "static"))
+    shipped = {path.name: path for path in static.iterdir() if path.is_file()}
+
+    async def static_file(request: web.Request) -> web.FileResponse:
+        # Only the files shipped in web/static; anything else is a problem+json 404, not the
+        # empty octet-stream aiohttp's static route answers for a missing file.
+        path = shipped.get(request.match_info["filename"])
+        if path is None:
+            raise Problem(404, "no such file", slug="not-found")
+        return web.FileResponse(path)
+
+    app.router.add_get("/static/{filename}", static_file, name="static")

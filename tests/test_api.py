@@ -224,3 +224,9 @@ async def test_unknown_routes_are_problems(gw: Harness) -> None:
     assert response.content_type == "application/problem+json"
     response = await gw.client.get("/sms")
     assert response.status == 405
+    for missing in ("/static/nope.css", "/static/..%2Fconfig.yaml", "/static/"):
+        response = await gw.client.get(missing)
+        assert response.status == 404, missing
+        assert response.content_type == "application/problem+json", missing
+    shipped = await gw.client.get("/static/dashboard.css")
+    assert shipped.status == 200 and shipped.content_type == "text/css"
