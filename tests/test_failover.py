@@ -112,6 +112,9 @@ async def test_a_batch_sent_in_part_names_the_refused_recipients(make_gateway: M
     assert gw.emulators["aliyun"].state.counters["requests"] == 0  # never failed over
     record = await (await gw.client.get(f"/sms/{body['id']}")).json()
     assert record["refused"] == [{"to": "+86139******15", "error": "E200015"}]
+    page = await (await gw.client.get("/")).text()
+    assert 'class="to refused"' in page and "refused E200015" in page
+    assert page.count('class="to refused"') == 1  # the other number went out
     plain = await (await gw.send()).json()
     assert "refused" not in plain  # only when there is something to say
     alone = await gw.send(to=[limited])
