@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -136,7 +137,9 @@ async def _read_bounded(stream: aiohttp.StreamReader, limit: int) -> bytes:
 
 def _short(exc: BaseException) -> str:
     """``connection refused`` rather than a message with addresses and errno numbers."""
-    cause = getattr(exc, "os_error", exc)
+    cause = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", exc)
+    if isinstance(cause, ssl.SSLError):  # its errno is the TLS library's code, not the OS's
+        return f"tls: {getattr(cause, 'reason', None) or type(cause).__name__}".lower()
     errno = getattr(cause, "errno", None)
     if isinstance(errno, int) and errno > 0:  # asyncio's strerror names the address and port
         return os.strerror(errno).lower()

@@ -22,7 +22,7 @@ import providers.http
 from conftest import NUMBER, TEST_CONFIG, Harness, MakeGateway
 from providers.aliyun import AliyunProvider
 from providers.base import Delivery, Health, Message, ProviderSettings, Secret, SendResult
-from providers.http import MAX_RESPONSE_BYTES, MAX_RETRY_AFTER, make_session, retry_after
+from providers.http import MAX_RESPONSE_BYTES, MAX_RETRY_AFTER, exchange, make_session, retry_after
 from providers.sandbox import SandboxProvider
 
 TIMEOUT = 0.5  # the test config's per-attempt timeout
@@ -172,7 +172,7 @@ def test_a_retry_after_header_is_a_bounded_number_or_nothing(header: str) -> Non
     assert seconds is None or 0 < seconds <= MAX_RETRY_AFTER
 
 
-async def test_a_provider_asking_for_forever_gets_max_open_for(make_gateway: MakeGateway
+async def test_a_provider_asking_for_forever_gets_a_day(make_gateway: MakeGateway
                                                                ) -> None:
     gw = await make_gateway(TEST_CONFIG.split("providers:")[0] + "providers:\n"
                             "  - {name: forever, type: test_misbehaviour:ForeverProvider}\n")
@@ -181,11 +181,18 @@ async def test_a_provider_asking_for_forever_gets_max_open_for(make_gateway: Mak
     assert 1 <= int(limited.headers["Retry-After"]) <= MAX_RETRY_AFTER
     assert (await gw.send()).status == 502  # throttled: safe, and nobody else to try
     refused = await gw.send()
-    assert refused.status == 503  # open, for max_open_for at most
-    member = gw.gateway.runtime.member("forever")
-    assert member is not None
-    assert 0 < int(refused.headers["Retry-After"]) <= member.breaker.settings.max_open_for + 1
+    assert refused.status == 503  # open for as long as it asked, up to a day
+    assert int(refused.headers["Retry-After"]) == MAX_RETRY_AFTER
     status = await gw.client.get("/status")
     assert status.status == 200
     json.loads(await status.text())  # strict JSON: no Infinity
     assert (await gw.client.get("/")).status == 200
+
+
+async def test_a_tls_failure_is_safe_and_named_as_such(aiohttp_server: Any) -> None:
+    plain: TestServer = await aiohttp_server(web.Application())  # speaks HTTP, not TLS
+    async with make_session() as session:
+        result = await exchange(session, "POST", f"https://127.0.0.1:{plain.port}/", 2.0)
+    assert isinstance(result, SendResult)
+    assert (result.delivery, result.health) == (Delivery.SAFE, Health.FAILURE)
+    assert result.reason == "connect failed: tls: wrong_version_number"  # not an errno's text
