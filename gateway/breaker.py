@@ -163,9 +163,8 @@ class CircuitBreaker:
         elif health is Health.FAILURE:
             self._failure()
         elif health is Health.THROTTLED:
-            # A provider's own Retry-After is honoured up to max_open_for, never beyond.
-            wait = min(retry_after if retry_after is not None else self.settings.open_for,
-                       self.settings.max_open_for)
+            # The provider's own Retry-After is honoured (SPEC 5; the router caps it at a day).
+            wait = retry_after if retry_after is not None else self.settings.open_for
             self._open(self._clock() + wait, "throttled by provider", State.OPEN)
         elif health is Health.DISABLED:
             self._open(self._clock() + self.settings.max_open_for, "account disabled",
