@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -49,16 +51,18 @@ async def _send(request: web.Request, gateway: Gateway) -> web.Response:
     if not key or len(key) > 255:
         raise Problem(400, "Idempotency-Key must be 1-255 characters", slug="invalid-request")
     scoped = f"{caller}\0{key}"
+    raw = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     try:
-        send = parse_send(body, snapshot.config)
-    except Problem:
-        if scoped in gateway.idempotency:  # a used key with another (here: invalid) body
-            raise Problem(409, CONFLICT, slug="idempotency-conflict") from None
-        raise  # nothing was sent: the key stays free, as after a 502 or 503
-    try:
-        stored = gateway.idempotency.begin(scoped, send.fingerprint())
+        stored = gateway.idempotency.lookup(scoped, raw)  # the very same body: replay it
+        if stored is None:
+            send = parse_send(body, snapshot.config)
+            stored = gateway.idempotency.begin(scoped, send.fingerprint(), raw)
     except Conflict as exc:
         raise Problem(409, exc.reason, slug="idempotency-conflict") from None
+    except Problem:  # the body is invalid
+        if scoped in gateway.idempotency:  # and the key is taken by another one
+            raise Problem(409, CONFLICT, slug="idempotency-conflict") from None
+        raise  # nothing was sent: the key stays free, as after a 502 or 503
     if stored is not None:
         response = Reply(*stored).response()
         response.headers["Idempotent-Replayed"] = "true"

@@ -24,7 +24,7 @@ class SendRecord:
     provider: str | None = None
     provider_message_id: str | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
-    refused: list[dict[str, str]] = field(default_factory=list)  # numbers masked
+    refused: list[dict[str, Any]] = field(default_factory=list)  # index in to, masked, code
 
     @classmethod
     def start(cls, message_id: str, template: str, numbers: list[str]) -> SendRecord:
@@ -68,8 +68,9 @@ class Records:
 
 @dataclass(slots=True)
 class _Entry:
-    fingerprint: str
+    fingerprint: str  # of the request as understood: numbers normalized, params in order
     created: float
+    raw: str = ""  # of the body as sent: a repeat is recognised even after a reload
     response: tuple[int, str] | None = None  # status, JSON text: a third of the dict's memory
 
 
@@ -94,7 +95,18 @@ class IdempotencyStore:
         self._clock = clock
         self._items: OrderedDict[str, _Entry] = OrderedDict()
 
-    def begin(self, key: str, fingerprint: str) -> tuple[int, dict[str, Any]] | None:
+    def lookup(self, key: str, raw: str) -> tuple[int, dict[str, Any]] | None:
+        """The answer stored for exactly this body under ``key``, if any (Conflict: in flight).
+
+        Checked before the body is validated, so a repeat is replayed even when a reload has
+        since changed what is valid (a template's params, say).
+        """
+        entry = self._live(key)
+        if entry is None or not raw or entry.raw != raw:
+            return None
+        return self._answer(entry)
+
+    def begin(self, key: str, fingerprint: str, raw: str = "") -> tuple[int, dict[str, Any]] | None:
         """The stored answer for a repeat, None for a new key (now reserved); Conflict otherwise."""
         now = self._clock()
         for _ in range(len(self._items)):
@@ -105,12 +117,22 @@ class IdempotencyStore:
                 self._items.move_to_end(oldest_key)
                 continue
             del self._items[oldest_key]
-        entry = self._items.get(key)
+        entry = self._live(key)
         if entry is None:
-            self._items[key] = _Entry(fingerprint, now)
+            self._items[key] = _Entry(fingerprint, now, raw)
             return None
         if entry.fingerprint != fingerprint:
             raise Conflict(CONFLICT)
+        return self._answer(entry)
+
+    def _live(self, key: str) -> _Entry | None:
+        entry = self._items.get(key)
+        if entry is None or self._clock() - entry.created >= self._ttl:
+            return None
+        return entry
+
+    @staticmethod
+    def _answer(entry: _Entry) -> tuple[int, dict[str, Any]]:
         if entry.response is None:
             raise Conflict("a request with this Idempotency-Key is still in flight")
         status, text = entry.response
@@ -123,8 +145,7 @@ class IdempotencyStore:
             entry.response = (status, json.dumps(body, ensure_ascii=False))
 
     def __contains__(self, key: str) -> bool:
-        entry = self._items.get(key)
-        return entry is not None and self._clock() - entry.created < self._ttl
+        return self._live(key) is not None
 
     def forget(self, key: str) -> None:
         """Free the key: nothing was sent, so a retry with it may send."""

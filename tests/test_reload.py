@@ -85,3 +85,15 @@ async def test_reloads_run_one_at_a_time(gw: Harness) -> None:
     assert results == [True] * 4
     assert most == 1  # a file change and a SIGHUP together never interleave
     assert gw.gateway.runtime.reload.generation == 5
+
+
+async def test_a_repeat_is_replayed_even_if_a_reload_made_its_body_invalid(gw: Harness) -> None:
+    first = await gw.send(headers={"Idempotency-Key": "k1"})
+    assert first.status == 200
+    gw.config_path.write_text(TEST_CONFIG.replace("params: [code]", "params: [code, minutes]"))
+    assert await reload_now(gw.gateway)
+    assert (await gw.send()).status == 422  # the body is no longer valid for a new send
+    again = await gw.send(headers={"Idempotency-Key": "k1"})
+    assert again.status == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert (await again.json())["id"] == (await first.json())["id"]
+    assert gw.emulators["aliyun"].state.counters["accepted"] == 1
