@@ -121,15 +121,16 @@ class Gateway:
         record.status, record.http_status = outcome.state, outcome.status
         record.provider, record.provider_message_id = outcome.provider, outcome.provider_message_id
         record.attempts = [a.as_dict() for a in outcome.attempts]
-        record.refused = [{"to": mask(n), "error": code} for n, code in outcome.refused]
+        refused = _refused(message.to, outcome.refused)
+        record.refused = [{"index": i, "to": mask(n), "error": code} for i, n, code in refused]
         self.metrics.latency.observe(self.clock() - started)
         log.info("send %s %s via %s: %s", message.id, message.template,
                  outcome.provider or "-", outcome.state)
-        if outcome.refused:
+        if refused:
             log.warning("send %s: %s refused %d of %d recipients: %s", message.id,
-                        outcome.provider, len(outcome.refused), len(message.to),
-                        ", ".join(f"{mask(n)} {code}" for n, code in outcome.refused))
-        return _reply(message, outcome, record.attempts)
+                        outcome.provider, len(refused), len(message.to),
+                        ", ".join(f"{mask(n)} {code}" for _, n, code in refused))
+        return _reply(message, outcome, record.attempts, refused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,15 +145,29 @@ class Reply:
         return json_reply(self.status, self.body, self.retry_after)
 
 
-def _reply(message: Message, outcome: Outcome, attempts: list[dict[str, Any]]) -> Reply:
+def _refused(to: tuple[str, ...],
+             refused: tuple[tuple[str, str], ...]) -> list[tuple[int, str, str]]:
+    """(index in ``to``, number, code) per refused recipient, matched by digits: a provider may
+    write our ``+8613900099915`` as ``8613900099915``. One it names that we did not send to
+    (it should not) keeps its own spelling, with index -1."""
+    ours = {number.lstrip("+"): index for index, number in enumerate(to)}
+    out = []
+    for number, code in refused:
+        index = ours.get(number.lstrip("+"), -1)
+        out.append((index, to[index] if index >= 0 else number, code))
+    return out
+
+
+def _reply(message: Message, outcome: Outcome, attempts: list[dict[str, Any]],
+           refused: list[tuple[int, str, str]]) -> Reply:
     if outcome.status in (200, 202):
         return Reply(outcome.status, {
             "id": message.id, "status": outcome.state, "provider": outcome.provider,
             "provider_message_id": outcome.provider_message_id, "to": list(message.to),
             "attempts": attempts, "message": "send",
             # only when a provider sent the batch to some recipients and refused the others
-            **({"refused": [{"to": n, "error": code} for n, code in outcome.refused]}
-               if outcome.refused else {}),
+            **({"refused": [{"to": n, "error": code} for _, n, code in refused]}
+               if refused else {}),
         })
     detail = outcome.reason
     if outcome.status == 422:

@@ -24,12 +24,14 @@ _STATUS_CONFIG = frozenset({"E200029", "E200030", "E200031", "E200033"})
 
 
 def _per_number(result: list[Any]) -> SendResult:
-    statuses = [str(item.get("status", "")) for item in result if isinstance(item, dict)]
-    ok = [item for item in result if isinstance(item, dict) and item.get("status") == "000000"]
+    items = [item for item in result if isinstance(item, dict)]
+    statuses = [str(item.get("status", "")) for item in items]
+    ok = [item for item, status in zip(items, statuses, strict=True) if status == "000000"]
     if ok:
         ids = ",".join(str(item.get("smsMsgId", "")) for item in ok) or None
-        refused = tuple((str(item.get("originTo", "")), str(item.get("status", "")))
-                        for item in result if isinstance(item, dict) and item not in ok)
+        refused = tuple((str(item.get("originTo", "")), status)
+                        for item, status in zip(items, statuses, strict=True)
+                        if status != "000000")
         return SendResult(Delivery.ACCEPTED, Health.SUCCESS, "", ids, refused=refused)
     if statuses and all(s in _STATUS_LIMIT for s in statuses):
         return SendResult(Delivery.RCPT_LIMIT, Health.IGNORED, statuses[0])

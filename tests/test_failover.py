@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import NUMBER, TEST_CONFIG, Harness, MakeGateway
+from gateway.app import _refused
 
 
 @pytest.mark.parametrize(("mode", "aliyun_outcome", "breaker_after_one"), [
@@ -111,12 +112,25 @@ async def test_a_batch_sent_in_part_names_the_refused_recipients(make_gateway: M
     assert message["to"] == [NUMBER]  # the rest of the batch went out, once
     assert gw.emulators["aliyun"].state.counters["requests"] == 0  # never failed over
     record = await (await gw.client.get(f"/sms/{body['id']}")).json()
-    assert record["refused"] == [{"to": "+86139******15", "error": "E200015"}]
+    assert record["refused"] == [{"index": 1, "to": "+86139******15", "error": "E200015"}]
     page = await (await gw.client.get("/")).text()
     assert 'class="to refused"' in page and "refused E200015" in page
     assert page.count('class="to refused"') == 1  # the other number went out
+    twin = "+8613912345615"  # masks like the limited number: +86139******15
+    both = await (await gw.send(to=[twin, limited])).json()
+    assert both["refused"] == [{"to": limited, "error": "E200015"}]
+    page = await (await gw.client.get("/")).text()
+    assert page.count('class="to refused"') == 2  # one per batch: never the twin
     plain = await (await gw.send()).json()
     assert "refused" not in plain  # only when there is something to say
     alone = await gw.send(to=[limited])
     assert alone.status == 429  # every recipient limited: the per-recipient limit answer
     assert gw.emulators["aliyun"].state.counters["requests"] == 0
+
+
+def test_refused_recipients_are_matched_to_ours_by_digits() -> None:
+    to = ("+8613800138000", "+8613900099915")
+    assert _refused(to, (("8613900099915", "E200015"), ("+15550001111", "E200041"))) == [
+        (1, "+8613900099915", "E200015"),  # Huawei may leave out the +
+        (-1, "+15550001111", "E200041"),  # not ours (it should not happen): kept as written
+    ]
