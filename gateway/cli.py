@@ -18,7 +18,7 @@ from aiohttp import web
 
 from gateway import __version__
 from gateway.config import LEVELS, Config, ConfigError, Emulation, load_config
-from gateway.logs import setup_console, setup_file
+from gateway.logs import flush_logs, setup_console, setup_file
 
 if TYPE_CHECKING:
     from gateway.emulators import EmulatorServer
@@ -184,6 +184,7 @@ async def _run(app: web.Application, config: Config, args: argparse.Namespace,
     def on_stop(signame: str) -> None:
         if stopping.is_set():
             log.warning("second %s: exiting now", signame)
+            flush_logs(timeout=1.0)  # os._exit skips atexit: write what is queued, briefly
             os._exit(1)
         log.info("%s: stopping; finishing in-flight sends (up to %ss)", signame,
                  config.server.shutdown_timeout)

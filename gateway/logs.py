@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import logging.handlers
+import queue
+import threading
 from pathlib import Path
 
 from gateway.config import LoggingConfig
@@ -24,15 +27,70 @@ def _handler(handler: logging.Handler) -> logging.Handler:
     return handler
 
 
+class _Writer:
+    """Root logger -> a queue -> one thread that formats, masks and writes every line.
+
+    Handlers write (and the file handler flushes) on each record: on the event loop, a slow
+    disk or a blocked console would stall every send. The loop only enqueues the record.
+    """
+
+    def __init__(self) -> None:
+        self.outputs: list[logging.Handler] = []
+        self._queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        self._entry = logging.handlers.QueueHandler(self._queue)
+        self._listener: logging.handlers.QueueListener | None = None
+
+    def route(self, outputs: list[logging.Handler]) -> None:
+        self.stop()
+        self.outputs = outputs
+        root = logging.getLogger()
+        if self._entry not in root.handlers:
+            root.addHandler(self._entry)
+        self._listener = logging.handlers.QueueListener(
+            self._queue, *outputs, respect_handler_level=True)
+        self._listener.start()
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Return once every line logged so far is written.
+
+        With ``timeout`` (a forced exit), wait at most that long and leave the writer stopped.
+        """
+        listener = self._listener
+        if listener is None:
+            return
+        if timeout is None:
+            listener.stop()  # drains the queue
+            listener.start()
+            return
+        # A stalled output must not hold up a forced exit: drain in a thread, wait a while.
+        drain = threading.Thread(target=listener.stop, daemon=True)
+        drain.start()
+        drain.join(timeout)
+
+    def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
+
+    def reset(self) -> None:
+        """No more gateway handlers: the queue's entry is removed and the outputs closed."""
+        self.stop()
+        logging.getLogger().removeHandler(self._entry)
+        for handler in self.outputs:
+            handler.close()
+        self.outputs = []
+
+
+_WRITER = _Writer()
+atexit.register(_WRITER.stop)  # before logging's own shutdown closes the handlers (LIFO)
+flush_logs = _WRITER.flush
+reset_logging = _WRITER.reset
+
+
 def setup_console(level: str = "INFO") -> None:
-    """Before anything else can fail: a console handler on the root logger."""
-    root = logging.getLogger()
-    for old in [h for h in root.handlers if getattr(h, "_sms_gateway", False)]:
-        root.removeHandler(old)
-    handler = _handler(logging.StreamHandler())
-    handler._sms_gateway = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
-    root.setLevel(level.upper())
+    """Before anything else can fail: console output for the root logger (any file is dropped)."""
+    _WRITER.route([_handler(logging.StreamHandler())])
+    logging.getLogger().setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
@@ -46,6 +104,5 @@ def setup_file(config: LoggingConfig, level: str | None = None) -> Path | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = _handler(logging.handlers.RotatingFileHandler(
         path, maxBytes=config.max_bytes, backupCount=config.backups, encoding="utf-8"))
-    handler._sms_gateway = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
+    _WRITER.route([*_WRITER.outputs, handler])
     return path

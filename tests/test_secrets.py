@@ -10,6 +10,7 @@ import inspect
 import json
 import logging
 import pickle
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,9 +19,10 @@ from typing import Any
 import pytest
 
 import gateway.app
+import gateway.logs
 from conftest import TEST_CONFIG, Harness, MakeGateway
 from gateway.config import LoggingConfig, parse_config
-from gateway.logs import setup_file
+from gateway.logs import flush_logs, reset_logging, setup_file
 from gateway.phones import mask, mask_text
 from gateway.reload import reload_now
 from providers.base import Secret
@@ -92,19 +94,17 @@ def test_a_mask_hides_at_least_five_digits_however_short(number: str) -> None:
 
 def test_numbers_in_a_logged_traceback_are_masked(tmp_path: Path) -> None:
     path = tmp_path / "gateway.log"
-    root = logging.getLogger()
-    before = list(root.handlers)
+    reset_logging()
     setup_file(LoggingConfig(level="INFO", file=str(path)))
     try:
         try:
             raise RuntimeError("provider said: bad number +8613800138000")
         except RuntimeError:
             logging.getLogger("test").exception("send to %s failed", "+8613900139000")
+        flush_logs()  # lines are written by the logging thread
+        text = path.read_text()
     finally:
-        for handler in [h for h in root.handlers if h not in before]:
-            root.removeHandler(handler)
-            handler.close()
-    text = path.read_text()
+        reset_logging()
     assert "RuntimeError: provider said: bad number +86138******00" in text
     assert "+86139******00" in text
     assert "13800138000" not in text and "13900139000" not in text
@@ -144,17 +144,16 @@ def log_file(tmp_path: Path) -> Iterator[Path]:
     """The seed's rotating file handler, at DEBUG so the scan sees the most it could."""
     path = tmp_path / "logs" / "gateway.log"
     root = logging.getLogger()
-    before, level = list(root.handlers), root.level
+    level = root.level
     access = logging.getLogger("aiohttp.access")
     access_level = access.level
     access.setLevel(logging.WARNING)  # as setup_console does: no request lines
+    reset_logging()
     setup_file(LoggingConfig(level="DEBUG", file=str(path)))
     try:
         yield path
     finally:
-        for handler in [h for h in root.handlers if h not in before]:
-            root.removeHandler(handler)
-            handler.close()
+        reset_logging()
         root.setLevel(level)
         access.setLevel(access_level)
 
@@ -241,6 +240,7 @@ async def test_no_secret_or_full_number_anywhere_after_a_session(
                  "/openapi.json", "/healthz", "/readyz", "/_emulator", "/_emulator/aliyun",
                  *(f"/sms/{i}" for i in ids)):
         await rec.call("GET", path, headers=AUTH)
+    flush_logs()  # lines are written by the logging thread
     logged = log_file.read_text(encoding="utf-8")
     assert "config reload rejected" in logged and "provider aliyun" in logged  # it was on
 
@@ -252,3 +252,31 @@ async def test_no_secret_or_full_number_anywhere_after_a_session(
             for form in (e164, e164[1:], national):
                 assert form not in text, f"{label} carries a full number {form}"
     assert len(rec.texts) > 60
+
+
+class SlowDisk(logging.Handler):
+    """An output that takes half a second a line, as a stalled disk or a blocked pipe does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        time.sleep(0.5)
+        self.lines.append(record.getMessage())
+
+
+def test_a_slow_log_output_never_stalls_the_caller() -> None:
+    slow = SlowDisk()
+    reset_logging()
+    gateway.logs._WRITER.route([slow])
+    try:
+        started = time.monotonic()
+        for n in range(4):
+            logging.getLogger("test").warning("line %d for +8613800138000", n)
+        logged_in = time.monotonic() - started
+        flush_logs()
+    finally:
+        reset_logging()
+    assert logged_in < 0.5  # written inline, four lines would take 2 s
+    assert slow.lines == [f"line {n} for +8613800138000" for n in range(4)]
