@@ -280,3 +280,25 @@ def test_a_slow_log_output_never_stalls_the_caller() -> None:
         reset_logging()
     assert logged_in < 0.5  # written inline, four lines would take 2 s
     assert slow.lines == [f"line {n} for +8613800138000" for n in range(4)]
+
+
+def test_a_log_backlog_is_bounded_and_nothing_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gateway.logs, "BACKLOG", 2)
+    writer = gateway.logs._Writer()
+    waiting: list[int] = []
+
+    class Recording(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            waiting.append(writer._queue.qsize())
+            time.sleep(0.05)
+
+    reset_logging()
+    writer.route([Recording()])
+    try:
+        for n in range(6):
+            logging.getLogger("test").warning("line %d", n)
+        writer.flush()
+    finally:
+        writer.reset()
+    assert len(waiting) == 6  # every line written, none dropped
+    assert max(waiting) <= 2  # the caller waited rather than queue more
