@@ -15,6 +15,7 @@ from aiohttp import web
 from gateway import __version__
 from gateway.config import MAX_BODY_BYTES, Config, TemplateConfig
 from gateway.keys import gateway_key
+from gateway.phones import NUMBER_PATTERN
 
 _JSON = "application/json"
 _PROBLEM = "application/problem+json"
@@ -32,15 +33,12 @@ def _problem(description: str, *, retry_after: bool = False) -> dict[str, Any]:
     return response
 
 
-_NUMBER = "[0-9+()\\-. ]{3,32}"  # what validate.py lets through to the phone number parser
-
-
 def _numbers(max_recipients: int) -> dict[str, Any]:
     return {
         "oneOf": [
-            {"type": "array", "items": {"type": "string", "pattern": f"^{_NUMBER}$"},
+            {"type": "array", "items": {"type": "string", "pattern": f"^{NUMBER_PATTERN}$"},
              "minItems": 1, "maxItems": max_recipients},
-            {"type": "string", "pattern": f"^{_NUMBER}(,{_NUMBER})*$",
+            {"type": "string", "pattern": f"^{NUMBER_PATTERN}(,{NUMBER_PATTERN})*$",
              "description": "one or more numbers, comma-separated"},
         ],
         "description": "E.164 (+8613812345678) or national numbers, read in defaults.region; "

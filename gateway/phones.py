@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 import phonenumbers
 
-_ALLOWED = re.compile(r"^[0-9+()\-. ]{3,32}$")  # what a person writes; no letters, no CR/LF
+# What a person writes; no letters, no CR/LF. /openapi.json publishes the same pattern.
+NUMBER_PATTERN = r"[0-9+()\-. ]{3,32}"
+_ALLOWED = re.compile(NUMBER_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,7 +20,7 @@ class Number:
 
 def normalize(raw: str, region: str) -> Number:
     """Parse one number (``region`` applies when it has no +); ValueError says what is wrong."""
-    if not _ALLOWED.fullmatch(raw):  # match() with $ would let a trailing "\n" through
+    if not _ALLOWED.fullmatch(raw):  # not match() with $: that would let a trailing "\n" through
         raise ValueError("not a phone number: only digits, spaces, +, -, ., ( and ) are allowed")
     try:
         parsed = phonenumbers.parse(raw, region)
