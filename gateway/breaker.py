@@ -5,6 +5,10 @@ and a permit from an older generation is ignored when it reports (gobreaker's tr
 failures in flight when the breaker opens cannot re-open it or log twice. Half-open admits
 exactly ``half_open_probes`` permits at once; a probe that outlives its timeout frees its slot,
 and a cancelled call is released without counting (Polly's rule).
+
+Reads are pure: ``state``, ``retry_in`` and ``open_until`` never change anything, so /status,
+/metrics and the dashboard's poll cannot cause a transition. An open period that has run out
+becomes half-open in ``acquire``, when a call actually asks (resilience4j's rule).
 """
 
 from __future__ import annotations
@@ -105,9 +109,7 @@ class CircuitBreaker:
 
     @property
     def state(self) -> State:
-        timed = self._state in (State.OPEN, State.DISABLED) and not self._forced
-        if timed and self._clock() >= self._until:
-            self._move(State.HALF_OPEN, "probing")
+        """The current state; an expired open period still reads as open until a call asks."""
         return self._state
 
     @property
@@ -116,7 +118,7 @@ class CircuitBreaker:
 
     def retry_in(self) -> float:
         """Seconds until a call may be admitted again (0 when one may be now)."""
-        state = self.state
+        state = self._state
         if state in (State.CLOSED, State.HALF_OPEN):
             return 0.0
         if self._forced:
@@ -125,7 +127,7 @@ class CircuitBreaker:
 
     def open_until(self) -> float | None:
         """The clock time the open/disabled period ends, or None."""
-        if self.state in (State.OPEN, State.DISABLED) and not self._forced:
+        if self._state in (State.OPEN, State.DISABLED) and not self._forced:
             return self._until
         return None
 
@@ -133,7 +135,10 @@ class CircuitBreaker:
 
     def acquire(self, timeout: float = math.inf) -> Permit | None:
         """A permit for one call, or None when the breaker refuses it (short-circuit)."""
-        state = self.state
+        timed = self._state in (State.OPEN, State.DISABLED) and not self._forced
+        if timed and self._clock() >= self._until:
+            self._move(State.HALF_OPEN, "probing")  # the only place time moves the state
+        state = self._state
         if state is State.CLOSED:
             return Permit(self._generation)
         if state is not State.HALF_OPEN:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,24 @@ providers:
 NUMBER = "+8613800138000"
 
 
+class FakeClock:
+    """Time a test moves by hand: "open_for has passed" is a jump, never a sleep.
+
+    ``real=True`` also runs on with ``time.monotonic``, for an app whose attempt timeouts and
+    deadlines must still pass while the test moves the breakers' time.
+    """
+
+    def __init__(self, now: float = 1000.0, *, real: bool = False) -> None:
+        self.now = now
+        self._real = real
+
+    def __call__(self) -> float:
+        return self.now + (time.monotonic() if self._real else 0.0)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @pytest.fixture
 async def emulators() -> AsyncIterator[dict[str, EmulatorServer]]:
     servers = await start_emulators()
@@ -103,12 +122,13 @@ MakeGateway = Callable[..., Awaitable[Harness]]
 async def make_gateway(
     aiohttp_client: Any, emulators: dict[str, EmulatorServer], tmp_path: Path,
 ) -> MakeGateway:
-    async def make(text: str = TEST_CONFIG, *, watch: bool = False) -> Harness:
+    async def make(text: str = TEST_CONFIG, *, watch: bool = False,
+                   clock: Callable[[], float] = time.monotonic) -> Harness:
         path = tmp_path / "config.yaml"
         path.write_text(text)
         loader = emulated_loader(path, emulators)
         app = create_app(loader(), config_path=path, loader=loader, emulators=emulators,
-                         watch=watch)
+                         watch=watch, clock=clock)
         return Harness(await aiohttp_client(app), emulators, path)
 
     return make

@@ -6,20 +6,10 @@ import asyncio
 
 import pytest
 
+from conftest import FakeClock, MakeGateway
 from gateway.breaker import CircuitBreaker, Permit, State
 from gateway.config import BreakerSettings
 from providers.base import Health
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def make(clock: FakeClock, jitter: float = 0.0, transitions: list[tuple[str, str]] | None = None,
@@ -96,8 +86,9 @@ def test_open_time_has_jitter_of_at_most_20_percent() -> None:
     fail(breaker, 5)
     assert breaker.retry_in() == pytest.approx(36.0)
     clock.advance(35.9)
-    assert breaker.state is State.OPEN
+    assert breaker.acquire() is None
     clock.advance(0.2)
+    assert breaker.acquire() is not None
     assert breaker.state is State.HALF_OPEN
 
 
@@ -109,7 +100,6 @@ def test_backoff_doubles_caps_and_resets_after_close() -> None:
     expected = [60.0, 100.0, 100.0]  # doubling, then capped
     for wait in expected:
         clock.advance(breaker.retry_in())
-        assert breaker.state is State.HALF_OPEN
         fail(breaker)  # the probe fails: re-open, longer
         assert breaker.state is State.OPEN
         assert breaker.retry_in() == pytest.approx(wait)
@@ -235,6 +225,8 @@ def test_account_errors_disable_for_max_open_for() -> None:
     assert breaker.state is State.DISABLED
     assert breaker.retry_in() == pytest.approx(300.0)
     clock.advance(300)
+    assert breaker.state is State.DISABLED  # reading moves nothing
+    assert breaker.acquire() is not None
     assert breaker.state is State.HALF_OPEN
 
 
@@ -248,3 +240,40 @@ def test_operator_force_open_stays_open_until_closed() -> None:
     breaker.force_close()
     assert breaker.state is State.CLOSED
     assert breaker.acquire() is not None
+
+
+def test_reading_an_expired_breaker_moves_nothing_the_next_call_does() -> None:
+    clock = FakeClock()
+    transitions: list[tuple[str, str]] = []
+    breaker = make(clock, transitions=transitions)
+    fail(breaker, 5)
+    clock.advance(31)  # past the open period
+    for _ in range(3):  # what /status, /metrics and the dashboard's poll read
+        assert breaker.state is State.OPEN
+        assert breaker.retry_in() == 0.0
+        assert breaker.open_until() == pytest.approx(1030.0)
+    assert transitions == [("closed", "open")]
+    assert breaker.acquire() is not None  # a call asks: now it is a probe
+    assert breaker.state is State.HALF_OPEN
+    assert transitions == [("closed", "open"), ("open", "half_open")]
+
+
+async def test_polling_status_past_the_open_period_moves_nothing_the_next_send_does(
+        make_gateway: MakeGateway) -> None:
+    clock = FakeClock(real=True)
+    gw = await make_gateway(clock=clock)
+    await gw.mode("aliyun", "down")
+    for _ in range(3):  # consecutive_failures: 3
+        await gw.send()
+    clock.advance(300 + 1)  # past max_open_for: any jittered open period is over
+    half_open = 'sms_breaker_transitions_total{provider="aliyun",state="half_open"} 1.0'
+    for _ in range(3):  # what the dashboard's poll, a scraper and an operator read
+        for path in ("/status", "/metrics", "/"):
+            assert (await gw.client.get(path)).status == 200
+    doc = await (await gw.client.get("/status")).json()
+    assert doc["providers"][0]["state"] == "open"
+    assert half_open not in await (await gw.client.get("/metrics")).text()
+    await gw.send()  # this send asks aliyun's breaker: now it probes (and fails: still down)
+    metrics = await (await gw.client.get("/metrics")).text()
+    assert half_open in metrics
+    assert 'sms_breaker_transitions_total{provider="aliyun",state="open"} 2.0' in metrics

@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import TEST_CONFIG, Harness
-from gateway.app import create_app
-from gateway.cli import emulated_loader
-from gateway.emulators import EmulatorServer
+from conftest import TEST_CONFIG, FakeClock, Harness, MakeGateway
+from gateway.router import PROBE_GRACE
 
 # A 2 s attempt timeout: a probe waiting on 500 ms of latency must keep its half-open slot.
 CONFIG = TEST_CONFIG.replace("timeout: 500ms", "timeout: 2s").replace("deadline: 3s",
@@ -26,33 +22,16 @@ OPEN_FOR = 30.0  # breaker.open_for in the test config; jitter adds up to 20 %
 TRANSITIONS = "gateway.runtime"
 
 
-class Clock:
-    """Monotonic time that a test can move forward."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.monotonic() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
-
-
 @pytest.fixture
 def config_text() -> str:
     return CONFIG
 
 
 @pytest.fixture
-async def clocked(aiohttp_client: Any, emulators: dict[str, EmulatorServer],
-                  tmp_path: Path, config_text: str) -> tuple[Harness, Clock]:
-    path = tmp_path / "config.yaml"
-    path.write_text(config_text)
-    loader = emulated_loader(path, emulators)
-    clock = Clock()
-    app = create_app(loader(), config_path=path, loader=loader, emulators=emulators, clock=clock)
-    return Harness(await aiohttp_client(app), emulators, path), clock
+async def clocked(make_gateway: MakeGateway, config_text: str) -> tuple[Harness, FakeClock]:
+    # Only the breakers and deadlines read this clock; attempt timeouts run in real time.
+    clock = FakeClock()
+    return await make_gateway(config_text, clock=clock), clock
 
 
 async def burst(gw: Harness, count: int) -> list[dict[str, Any]]:
@@ -66,14 +45,14 @@ def route(body: dict[str, Any]) -> list[tuple[str, str]]:
     return [(a["provider"], a["outcome"]) for a in body["attempts"]]
 
 
-async def open_aliyun(gw: Harness, clock: Clock) -> None:
+async def open_aliyun(gw: Harness, clock: FakeClock) -> None:
     """Trip aliyun's breaker, then let its open period pass: the next call is a probe."""
     await gw.mode("aliyun", "down")
     for _ in range(3):  # consecutive_failures: 3
         await gw.send()
     assert gw.state("aliyun") == "open"
     clock.advance(OPEN_FOR * 1.2 + 1)
-    assert gw.state("aliyun") == "half_open"
+    assert gw.state("aliyun") == "open"  # reading moves nothing: the next send will probe
 
 
 def transitions(caplog: pytest.LogCaptureFixture, change: str) -> int:
@@ -82,7 +61,7 @@ def transitions(caplog: pytest.LogCaptureFixture, change: str) -> int:
 
 
 async def test_half_open_admits_exactly_one_probe_of_fifty(
-        clocked: tuple[Harness, Clock], caplog: pytest.LogCaptureFixture) -> None:
+        clocked: tuple[Harness, FakeClock], caplog: pytest.LogCaptureFixture) -> None:
     gw, clock = clocked
     await open_aliyun(gw, clock)
     await gw.mode("aliyun", "latency", 500)  # healthy again, slowly: the 50 overlap the probe
@@ -98,7 +77,7 @@ async def test_half_open_admits_exactly_one_probe_of_fifty(
 
 
 async def test_a_failed_probe_reopens_once_and_nobody_else_reaches_the_provider(
-        clocked: tuple[Harness, Clock], caplog: pytest.LogCaptureFixture) -> None:
+        clocked: tuple[Harness, FakeClock], caplog: pytest.LogCaptureFixture) -> None:
     gw, clock = clocked
     await open_aliyun(gw, clock)
     await gw.mode("aliyun", "fail", 500)  # isp.SYSTEM_ERROR after 500 ms
@@ -127,24 +106,31 @@ async def test_a_burst_of_failures_opens_the_breaker_once(
     assert 'sms_breaker_transitions_total{provider="aliyun",state="open"} 1.0' in metrics
 
 
-@pytest.mark.parametrize("config_text", [TEST_CONFIG])  # 500 ms attempts
-async def test_a_hung_probe_reopens_the_breaker_despite_traffic_as_it_times_out(
-        clocked: tuple[Harness, Clock], caplog: pytest.LogCaptureFixture) -> None:
-    """The probe's own timeout decides; sends arriving just as it times out must not take over
-    its slot and leave the breaker half-open, probing a hung provider once a timeout."""
+# aliyun's attempts time out after 1 s; huawei, the fallback, has room to spare under load.
+HUNG = CONFIG.replace("    priority: 1\n", "    priority: 1\n    timeout: 1s\n")
+
+
+@pytest.mark.parametrize("config_text", [HUNG])
+async def test_a_hung_probe_keeps_its_slot_through_its_grace_and_reopens_the_breaker(
+        clocked: tuple[Harness, FakeClock], caplog: pytest.LogCaptureFixture) -> None:
+    """The probe's own timeout decides. Sends arriving after the probe's timeout but within its
+    grace (as the breaker's clock sees it) must not take over its slot and leave the breaker
+    half-open, probing a hung provider once a timeout; the probe's failure reopens it once."""
     gw, clock = clocked
     await open_aliyun(gw, clock)
     await gw.mode("aliyun", "hang")
-    before = gw.emulators["aliyun"].state.counters["requests"]
+    wire = gw.emulators["aliyun"].state.counters
+    before = wire["requests"]
     with caplog.at_level(logging.INFO, logger=TRANSITIONS):
         probe = asyncio.create_task(gw.send())
-        await asyncio.sleep(0.44)
-        rush = []
-        for _ in range(8):  # sends keep arriving while the probe times out (at 500 ms)
-            rush += [asyncio.create_task(gw.send()) for _ in range(20)]
+        while wire["requests"] == before and not probe.done():  # the gate: the probe hangs
             await asyncio.sleep(0.01)
-        responses = await asyncio.gather(probe, *rush)
-    assert [r.status for r in responses] == [200] * 161  # verify_code fails over to huawei
-    assert gw.emulators["aliyun"].state.counters["requests"] - before == 1
+        clock.advance(1.0 + PROBE_GRACE / 2)  # its timeout has passed; its grace has not
+        rush = await asyncio.gather(*(gw.send() for _ in range(20)))
+        answers = [await r.json() for r in rush]
+        assert (await probe).status == 200  # verify_code fails over to huawei
+    assert [r.status for r in rush] == [200] * 20
+    assert all(route(a) == [("aliyun", "skipped"), ("huawei", "accepted")] for a in answers)
+    assert wire["requests"] - before == 1  # nobody took the hung probe's slot
     assert gw.state("aliyun") == "open"
     assert transitions(caplog, "half_open -> open") == 1

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import FakeClock
 from gateway.records import Conflict, IdempotencyStore
-
-
-class Clock:
-    now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_finished_answer_is_replayed_as_it_was() -> None:
@@ -35,7 +29,7 @@ def test_capacity_evicts_the_oldest_finished_never_one_in_flight() -> None:
 
 
 def test_keys_expire_after_the_ttl() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     store = IdempotencyStore(ttl=60, clock=clock)
     store.begin("k", "fp")
     store.finish("k", 200, {"id": "m1"})
