@@ -2,7 +2,8 @@
 
 Starts the emulators, bare proxies and gateways as child processes on 127.0.0.1, drives the same
 load against each, prints a table of ratios to same-run baselines and writes
-``bench/results/latest.json``. Every child is stopped at the end, on error and on Ctrl-C too.
+``bench/results/latest.json`` (``python -m bench.report`` puts it in the README). Every child
+is stopped at the end, on error and on Ctrl-C too.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="load generator: wrk when installed (auto), or the built-in one")
     parser.add_argument("--cases", default="1,2,3,4,5", help="which cases, e.g. 1,3 (all)")
     parser.add_argument("--output", type=Path, help="JSON results (bench/results/latest.json)")
+    parser.add_argument("--note", default="",
+                        help="a sentence about this run, kept in the results and the README")
     args = parser.parse_args(argv)
     if args.generator == "wrk" and not wrk_path():
         parser.error("wrk is not installed (make wrk), use --generator builtin")
@@ -85,6 +88,7 @@ async def _measure(args: argparse.Namespace, workdir: Path, children: Children) 
     settings = {"duration_s": args.duration, "rounds": args.rounds,
                 "generator": "wrk" if use_wrk else "builtin", "cases": sorted(want)}
     settings["other_cpu_pct"] = round(sum(b.others) / len(b.others)) if b.others else 0
+    settings["note"] = args.note
     path = write(b.figures, b.runs, settings, elapsed, args.output)
     print()
     print(table(b.figures))

@@ -51,7 +51,12 @@ end
 
 @dataclass
 class LoadResult:
-    """One load run: counts, errors (socket errors and non-2xx answers) and latency in ms."""
+    """One load run: counts, errors and latency in ms.
+
+    ``errors`` is what the load generator sees (socket errors and non-2xx answers); a gateway
+    also answers 202 ``unknown`` and fails over behind a 200, which only it can count:
+    ``unknown`` and ``failovers`` come from its /metrics and /status (0 for a bare proxy).
+    """
 
     generator: str
     connections: int
@@ -64,6 +69,13 @@ class LoadResult:
     max_ms: float
     samples: list[Sample] = field(default_factory=list, repr=False)
     cpu_us_per_request: float | None = None  # of the process under load, from /proc
+    unknown: int = 0  # 202 answers: maybe sent
+    failovers: int = 0  # sends that reached the backup provider
+
+    @property
+    def faults(self) -> int:
+        """Every send that did not go cleanly through the first provider."""
+        return self.errors + self.unknown + self.failovers
 
     @property
     def rps(self) -> float:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,8 @@ import aiohttp
 from bench.procs import Child, Children, free_port, memory_kb, wait_http, wait_line
 from gateway.emulators import EMULATOR_CREDENTIALS, EMULATOR_OPTIONS
 
+_REQUESTS = re.compile(r'^sms_requests_total\{status="(\d+)"\} (\S+)$', re.MULTILINE)
+BACKUP = "huawei"  # priority 2 in every gateway here: an attempt there is a failover
 BREAKER_OFF = {"consecutive_failures": 1_000_000_000, "minimum_calls": 1_000_000_000}
 
 
@@ -53,6 +57,29 @@ providers:
 """
 
 
+@dataclass(frozen=True)
+class Observation:
+    """A gateway's own counts at one moment: answers by status, attempts by provider."""
+
+    answers: dict[str, int]
+    providers: dict[str, dict[str, Any]]
+
+    def since(self, before: Observation) -> dict[str, Any]:
+        """What happened between ``before`` and this one (the provider states are this one's)."""
+        answers = {k: v - before.answers.get(k, 0) for k, v in self.answers.items()}
+        providers: dict[str, dict[str, Any]] = {}
+        for name, now in self.providers.items():
+            then = before.providers.get(name, {})
+            providers[name] = {k: v - then.get(k, 0) if isinstance(v, int) else v
+                               for k, v in now.items()}
+        backup = providers.get(BACKUP, {})
+        return {"answers": {k: v for k, v in answers.items() if v},
+                "unknown_202": answers.get("202", 0),
+                "failovers": sum(backup.get(k, 0) for k in
+                                 ("sent", "failed", "rejected", "unknown")),
+                "providers": providers}
+
+
 def _gateway_argv() -> list[str]:
     script = Path(sys.executable).parent / "sms-gateway"
     return [str(script)] if script.exists() else [sys.executable, "-m", "gateway"]
@@ -64,6 +91,7 @@ class Stack:
     def __init__(self, children: Children) -> None:
         self.children = children
         self.urls: dict[str, str] = {}
+        self.gateways: list[Child] = []
 
     async def start_emulators(self) -> None:
         child = self.children.start("emulators", [sys.executable, "-m", "bench.emulate"])
@@ -85,6 +113,7 @@ class Stack:
         child = self.children.start(name, [*_gateway_argv(), "--config", str(config),
                                            "--port", str(port), "--log-level", "WARNING"])
         child.url = f"http://127.0.0.1:{port}"
+        self.gateways.append(child)
         return child
 
     async def ready(self, *children: Child) -> None:
@@ -102,6 +131,21 @@ class Stack:
         await self.emulator("aliyun")
         await self.emulator("huawei")
 
+    async def fresh(self) -> None:
+        """Before each case: emulators healthy with counters at zero, every breaker closed.
+
+        Nothing a case leaves behind (an open breaker, sends still in flight when its load
+        stopped) may decide what the next case measures.
+        """
+        await self.healthy()
+        async with aiohttp.ClientSession() as session:
+            for kind in ("aliyun", "huawei"):
+                async with session.post(f"{self.urls['control']}/_emulator/{kind}/reset") as r:
+                    r.raise_for_status()
+        for gateway in self.gateways:
+            for provider in ("aliyun", "huawei"):
+                await self.admin(gateway, provider, "reset")
+
     @staticmethod
     async def admin(gateway: Child, provider: str, action: str) -> None:
         async with aiohttp.ClientSession() as session, session.post(
@@ -115,6 +159,20 @@ class Stack:
                 f"{gateway.url}/status") as resp:
             doc = await resp.json()
         return {p["name"]: {"state": p["state"], **p["counts"]} for p in doc["providers"]}
+
+    @staticmethod
+    async def answer_counts(gateway: Child) -> dict[str, int]:
+        """Answers by HTTP status so far, from the gateway's ``sms_requests_total``."""
+        async with aiohttp.ClientSession() as session, session.get(
+                f"{gateway.url}/metrics") as resp:
+            text = await resp.text()
+        return {m[1]: round(float(m[2])) for m in _REQUESTS.finditer(text)}
+
+    async def observe(self, target: Child) -> Observation | None:
+        """What a gateway has counted so far (None for a bare proxy, which counts nothing)."""
+        if target not in self.gateways:
+            return None
+        return Observation(await self.answer_counts(target), await self.provider_counts(target))
 
     @staticmethod
     def memory_mb(child: Child) -> dict[str, float]:
