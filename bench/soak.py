@@ -38,6 +38,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.configs import gateway_config, provider
 from bench.entrycost import kept_answer_kib
 from bench.procs import die_with_parent, free_port, memory_kb
 from gateway.emulators import EMULATOR_CREDENTIALS, EmulatorServer
@@ -50,36 +51,24 @@ SCHEDULE = [  # (aliyun, huawei); "slow" is the latency mode at 300 ms, under th
     ("hang", "hang"), ("fail", "fail"), ("slow", "slow"), ("ok", "hang"), ("ok", "ok"),
 ]
 API_KEY = "soak-" + uuid.uuid4().hex
-CONFIG = """\
-server: {{api_keys: ["${{SOAK_API_KEY}}"], max_recipients: 10, shutdown_timeout: 10s}}
-logging: {{level: INFO, file: {log}, max_bytes: 20000000, backups: 3}}
-defaults:
-  region: CN
-  timeout: 1s
-  deadline: 3s
-  breaker: {{consecutive_failures: 5, failure_rate: 0.5, minimum_calls: 20, window: 10s,
-            open_for: 2s, max_open_for: 8s, half_open_probes: 1}}
-templates:
-  notice: {{params: [name, time], on_unknown: stop}}
-  verify_code: {{params: [code], on_unknown: failover}}
-providers:
-  - name: aliyun
-    type: aliyun
-    priority: 1
-    endpoint: {aliyun}
-    credentials: {{access_key_id: "${{ALIYUN_ACCESS_KEY_ID}}",
-                   access_key_secret: "${{ALIYUN_ACCESS_KEY_SECRET}}"}}
-    sign_name: Soak
-    templates: {{notice: SMS_987654321, verify_code: SMS_123456789}}
-  - name: huawei
-    type: huawei
-    priority: 2
-    endpoint: {huawei}
-    credentials: {{app_key: "${{HUAWEI_APP_KEY}}", app_secret: "${{HUAWEI_APP_SECRET}}"}}
-    sender: csms12345678
-    templates: {{notice: 3b1ef0a1e5d44e0c9f6a8b7c6d5e4f30,
-                 verify_code: 8ff55eac1d0b478ab3c06c3c6a492300}}
-"""
+BREAKER = {"consecutive_failures": 5, "failure_rate": 0.5, "minimum_calls": 20, "window": "10s",
+           "open_for": "2s", "max_open_for": "8s", "half_open_probes": 1}
+
+
+def soak_config(log: Path, urls: dict[str, str]) -> str:
+    """The soak gateway's config: its API key and provider secrets come from the environment."""
+    return gateway_config(
+        server={"api_keys": ["${SOAK_API_KEY}"], "max_recipients": 10,
+                "shutdown_timeout": "10s"},
+        logging={"level": "INFO", "file": str(log), "max_bytes": 20_000_000, "backups": 3},
+        defaults={"region": "CN", "timeout": "1s", "deadline": "3s", "breaker": BREAKER},
+        templates=("notice", "verify_code"), on_unknown={"notice": "stop"},
+        providers=[
+            provider("aliyun", priority=1, endpoint=urls["aliyun"], options={"sign_name": "Soak"},
+                     templates=("notice", "verify_code")),
+            provider("huawei", priority=2, endpoint=urls["huawei"],
+                     options={"sender": "csms12345678"}, templates=("notice", "verify_code")),
+        ])
 
 
 @dataclass(slots=True)
@@ -358,8 +347,8 @@ def report(soak: Soak, seconds: float, phase_seconds: float, senders: int,
 async def start_gateway(workdir: Path, emulators: dict[str, EmulatorServer],
                         port: int) -> asyncio.subprocess.Process:
     log = workdir / "gateway.log"
-    (workdir / "config.yaml").write_text(CONFIG.format(
-        log=log, aliyun=emulators["aliyun"].url, huawei=emulators["huawei"].url))
+    (workdir / "config.yaml").write_text(soak_config(
+        log, {kind: server.url for kind, server in emulators.items()}))
     aliyun, huawei = EMULATOR_CREDENTIALS["aliyun"], EMULATOR_CREDENTIALS["huawei"]
     env = {**os.environ, "SOAK_API_KEY": API_KEY,
            "ALIYUN_ACCESS_KEY_ID": aliyun["access_key_id"],

@@ -12,49 +12,31 @@ from typing import Any
 
 import aiohttp
 
+from bench.configs import gateway_config, provider
 from bench.procs import Child, Children, free_port, memory_kb, wait_http, wait_line
-from gateway.emulators import EMULATOR_CREDENTIALS, EMULATOR_OPTIONS
 
 _REQUESTS = re.compile(r'^sms_requests_total\{status="(\d+)"\} (\S+)$', re.MULTILINE)
 BACKUP = "huawei"  # priority 2 in every gateway here: an attempt there is a failover
 BREAKER_OFF = {"consecutive_failures": 1_000_000_000, "minimum_calls": 1_000_000_000}
 
 
-def gateway_config(urls: dict[str, str], *, aliyun_timeout: str | None = None,
-                   aliyun_breaker: dict[str, int] | None = None) -> str:
+def bench_config(urls: dict[str, str], *, aliyun_timeout: str | None = None,
+                 aliyun_breaker: dict[str, int] | None = None) -> str:
     """A config.yaml for the emulators: shipped defaults, no log file, WARNING level."""
-    aliyun_creds, huawei_creds = EMULATOR_CREDENTIALS["aliyun"], EMULATOR_CREDENTIALS["huawei"]
-    extra = f"    timeout: {aliyun_timeout}\n" if aliyun_timeout else ""
+    extra: dict[str, Any] = {"timeout": aliyun_timeout} if aliyun_timeout else {}
     if aliyun_breaker:
-        pairs = ", ".join(f"{k}: {v}" for k, v in aliyun_breaker.items())
-        extra += f"    breaker: {{{pairs}}}\n"
-    return f"""\
-server: {{api_keys: [], max_recipients: 100, shutdown_timeout: 2s}}
-logging: {{level: WARNING, file: null}}
-defaults:
-  region: CN
-  timeout: 5s
-  deadline: 15s
-templates:
-  verify_code: {{params: [code], on_unknown: failover}}
-providers:
-  - name: aliyun
-    type: aliyun
-    priority: 1
-    endpoint: {urls["aliyun"]}
-    credentials: {{access_key_id: "{aliyun_creds["access_key_id"]}",
-                  access_key_secret: "{aliyun_creds["access_key_secret"]}"}}
-    sign_name: "{EMULATOR_OPTIONS["aliyun"]["sign_name"]}"
-    templates: {{verify_code: SMS_123456789}}
-{extra}  - name: huawei
-    type: huawei
-    priority: 2
-    endpoint: {urls["huawei"]}
-    credentials: {{app_key: "{huawei_creds["app_key"]}",
-                  app_secret: "{huawei_creds["app_secret"]}"}}
-    sender: "{EMULATOR_OPTIONS["huawei"]["sender"]}"
-    templates: {{verify_code: 8ff55eac1d0b478ab3c06c3c6a492300}}
-"""
+        extra["breaker"] = aliyun_breaker
+    return gateway_config(
+        server={"api_keys": [], "max_recipients": 100, "shutdown_timeout": "2s"},
+        logging={"level": "WARNING", "file": None},
+        defaults={"region": "CN", "timeout": "5s", "deadline": "15s"},
+        templates=("verify_code",),
+        providers=[
+            provider("aliyun", priority=1, endpoint=urls["aliyun"], inline=True,
+                     templates=("verify_code",), **extra),
+            provider("huawei", priority=2, endpoint=urls["huawei"], inline=True,
+                     templates=("verify_code",)),
+        ])
 
 
 @dataclass(frozen=True)
@@ -108,7 +90,7 @@ class Stack:
         folder = self.children.workdir / name  # its own folder: the config watcher sees only it
         folder.mkdir()
         config = folder / "config.yaml"
-        config.write_text(gateway_config(self.urls, **options), encoding="utf-8")
+        config.write_text(bench_config(self.urls, **options), encoding="utf-8")
         port = free_port()
         child = self.children.start(name, [*_gateway_argv(), "--config", str(config),
                                            "--port", str(port), "--log-level", "WARNING"])
@@ -143,8 +125,8 @@ class Stack:
                 async with session.post(f"{self.urls['control']}/_emulator/{kind}/reset") as r:
                     r.raise_for_status()
         for gateway in self.gateways:
-            for provider in ("aliyun", "huawei"):
-                await self.admin(gateway, provider, "reset")
+            for name in ("aliyun", "huawei"):
+                await self.admin(gateway, name, "reset")
 
     @staticmethod
     async def admin(gateway: Child, provider: str, action: str) -> None:

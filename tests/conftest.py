@@ -12,45 +12,23 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
+from bench.configs import gateway_config, provider
 from gateway.app import Gateway, create_app
 from gateway.cli import emulated_loader
 from gateway.emulators import EmulatorServer, start_emulators
 from gateway.keys import gateway_key
 
-# Small timeouts and thresholds keep fault tests fast; everything else as shipped.
-TEST_CONFIG = """\
-server:
-  api_keys: []
-  max_recipients: 5
-  shutdown_timeout: 2s
-logging: {file: null}
-defaults:
-  region: CN
-  timeout: 500ms
-  deadline: 3s
-  breaker: {consecutive_failures: 3, failure_rate: 0.5, minimum_calls: 10, window: 30s,
-            open_for: 30s, max_open_for: 300s, half_open_probes: 1}
-templates:
-  verify_code: {params: [code], on_unknown: failover}
-  notice: {params: [name, time]}
-providers:
-  - name: aliyun
-    type: aliyun
-    priority: 1
-    credentials:
-      access_key_id: "${ALIYUN_ACCESS_KEY_ID}"
-      access_key_secret: "${ALIYUN_ACCESS_KEY_SECRET}"
-    sign_name: "${ALIYUN_SIGN_NAME}"
-    templates: {verify_code: SMS_123456789, notice: SMS_987654321}
-  - name: huawei
-    type: huawei
-    priority: 2
-    credentials: {app_key: "${HUAWEI_APP_KEY}", app_secret: "${HUAWEI_APP_SECRET}"}
-    sender: "${HUAWEI_SENDER}"
-    templates:
-      verify_code: 8ff55eac1d0b478ab3c06c3c6a492300
-      notice: 3b1ef0a1e5d44e0c9f6a8b7c6d5e4f30
-"""
+# Small timeouts and thresholds keep fault tests fast; everything else as shipped. Endpoints
+# are the emulators' (filled in by emulated_loader); credentials are ${VAR}s it resolves.
+TEST_CONFIG = gateway_config(
+    server={"api_keys": [], "max_recipients": 5, "shutdown_timeout": "2s"},
+    logging={"file": None},
+    defaults={"region": "CN", "timeout": "500ms", "deadline": "3s",
+              "breaker": {"consecutive_failures": 3, "failure_rate": 0.5, "minimum_calls": 10,
+                          "window": "30s", "open_for": "30s", "max_open_for": "300s",
+                          "half_open_probes": 1}},
+    providers=[provider("aliyun", priority=1), provider("huawei", priority=2)],
+)
 
 NUMBER = "+8613800138000"
 

@@ -34,7 +34,8 @@ def remove(path: Path) -> None:
 
 
 def truncate_half(path: Path) -> None:
-    path.write_text(TEST_CONFIG[: len(TEST_CONFIG) // 2])
+    """Half the file, at a line end: valid YAML that says less (a cut mid-line is below)."""
+    path.write_text(TEST_CONFIG[: TEST_CONFIG.rindex("\n", 0, len(TEST_CONFIG) // 2) + 1])
 
 
 def truncate_all(path: Path) -> None:

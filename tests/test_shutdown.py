@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,32 +20,25 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bench.configs import gateway_config, provider
+from bench.procs import free_port
 from gateway.emulators import EMULATOR_CREDENTIALS, EmulatorServer
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG = """\
-server: {{api_keys: [], max_recipients: 5, shutdown_timeout: {shutdown}s}}
-logging: {{file: {log}, level: INFO}}
-defaults: {{region: CN, timeout: {timeout}s, deadline: {timeout}s}}
-templates:
-  notice: {{params: [name, time]}}
-providers:
-  - name: aliyun
-    type: aliyun
-    endpoint: {endpoint}
-    credentials: {{access_key_id: "${{ALIYUN_ACCESS_KEY_ID}}",
-                   access_key_secret: "${{ALIYUN_ACCESS_KEY_SECRET}}"}}
-    sign_name: Test
-    templates: {{notice: SMS_987654321}}
-"""
+
+
+def config_text(*, shutdown: float, timeout: float, log: Path, endpoint: str) -> str:
+    """One Aliyun provider (secrets from the environment), logging to ``log`` at INFO."""
+    return gateway_config(
+        server={"api_keys": [], "max_recipients": 5, "shutdown_timeout": f"{shutdown}s"},
+        logging={"file": str(log), "level": "INFO"},
+        defaults={"region": "CN", "timeout": f"{timeout}s", "deadline": f"{timeout}s"},
+        templates=("notice",),
+        providers=[provider("aliyun", endpoint=endpoint, options={"sign_name": "Test"},
+                            templates=("notice",))])
+
+
 BODY = {"to": ["+8613800138000"], "template": "notice", "params": {"name": "A", "time": "B"}}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -102,8 +94,8 @@ async def start(tmp_path: Path) -> AsyncIterator[Start]:
         port = free_port()
         log = tmp_path / "gateway.log"
         config = tmp_path / "config.yaml"
-        config.write_text(CONFIG.format(shutdown=shutdown, timeout=timeout, log=log,
-                                        endpoint=emulator.url))
+        config.write_text(config_text(shutdown=shutdown, timeout=timeout, log=log,
+                                      endpoint=emulator.url))
         creds = EMULATOR_CREDENTIALS["aliyun"]
         env = {**os.environ, "PYTHONPATH": str(ROOT),
                "ALIYUN_ACCESS_KEY_ID": creds["access_key_id"],
