@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from playwright.async_api import (
@@ -70,14 +71,14 @@ def breaker(page: Page, provider: str) -> Locator:
 
 
 async def test_failover_shows_up_live_without_a_reload(
-    make_gateway: MakeGateway, browser: Browser,
+    make_gateway: MakeGateway, browser: Browser, tmp_path: Path,
 ) -> None:
     gw = await make_gateway()
     page = await open_dashboard(browser, gw)
     await expect(breaker(page, "aliyun")).to_have_text("closed")
     await expect(breaker(page, "huawei")).to_have_text("closed")
     await expect(page.get_by_test_id("how-to-send")).to_contain_text("curl -X POST")
-    await page.screenshot(path="/tmp/dashboard-closed.png", full_page=True)
+    await page.screenshot(path=tmp_path / "dashboard-closed.png", full_page=True)
     await page.evaluate("window.sameDocument = true")  # gone if the page reloads
 
     # Break aliyun from the dashboard's own control, as a new user would.
@@ -104,7 +105,7 @@ async def test_failover_shows_up_live_without_a_reload(
     await expect(page.locator('select.emu-mode[data-kind="aliyun"]')).to_have_value("fail")
     await expect(page).to_have_title("aliyun not closed · sms-gateway")
     assert await page.evaluate("window.sameDocument") is True
-    await page.screenshot(path="/tmp/dashboard-open.png", full_page=True)
+    await page.screenshot(path=tmp_path / "dashboard-open.png", full_page=True)
 
 
 async def test_server_rendered_page_works_without_javascript(
