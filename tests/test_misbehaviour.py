@@ -155,6 +155,16 @@ async def test_an_answer_split_across_packets_is_read_whole(aiohttp_server: Any)
     assert result.provider_message_id == "900619746936498440^0"
 
 
+async def test_sandboxes_share_no_state() -> None:
+    """Two sandbox providers (two apps, or one before and after a reload) in one process."""
+    settings = ProviderSettings("dry", "sandbox", None, {}, {}, {})
+    first, second = (SandboxProvider(settings, None) for _ in range(2))  # type: ignore[arg-type]
+    message = Message("m1", (NUMBER,), "notice", NOTICE)
+    await first.send(Message("m0", (NUMBER,), "notice", NOTICE), 1.0)
+    ids = [(await p.send(message, 1.0)).provider_message_id for p in (first, second)]
+    assert ids == ["sandbox-m1", "sandbox-m1"]  # what one sent before changes nothing
+
+
 class ForeverProvider(SandboxProvider):
     """A provider that asks to be left alone forever: ``Retry-After: inf`` (``1e999`` parses)."""
 
