@@ -22,6 +22,7 @@ import gateway.app
 import gateway.logs
 from conftest import TEST_CONFIG, Harness, MakeGateway
 from gateway.config import LoggingConfig, parse_config
+from gateway.emulators import EMULATOR_CREDENTIALS, EMULATOR_OPTIONS
 from gateway.logs import flush_logs, reset_logging, setup_file
 from gateway.phones import mask, mask_text
 from gateway.reload import reload_now
@@ -318,3 +319,13 @@ def test_a_log_backlog_is_bounded_and_nothing_is_dropped(monkeypatch: pytest.Mon
         writer.reset()
     assert logged == list(range(6))
     assert written == [f"line {n}" for n in range(6)]  # every line written, in order
+
+
+def test_the_emulators_credentials_are_read_only() -> None:
+    """Shared by every emulator in the process: nobody may change them for everyone else."""
+    with pytest.raises(TypeError):
+        EMULATOR_CREDENTIALS["aliyun"]["access_key_secret"] = "changed"  # type: ignore[index]
+    with pytest.raises(TypeError):
+        EMULATOR_CREDENTIALS["tencent"] = {}  # type: ignore[index]
+    with pytest.raises(TypeError):
+        EMULATOR_OPTIONS["huawei"]["sender"] = "changed"  # type: ignore[index]

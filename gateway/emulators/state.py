@@ -15,9 +15,10 @@ import logging
 import re
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from aiohttp import web
@@ -31,15 +32,17 @@ MODES: tuple[str, ...] = (
 # Modes the provider module answers with its own error body once the request is authenticated.
 ANSWER_MODES = frozenset({"fail", "reject", "throttle", "limit", "disabled", "unknown_code"})
 
-EMULATOR_CREDENTIALS: dict[str, dict[str, str]] = {
-    "aliyun": {"access_key_id": "emulator-access-key-id",
-               "access_key_secret": "emulator-access-key-secret"},
-    "huawei": {"app_key": "emulator-app-key", "app_secret": "emulator-app-secret"},
-}
-EMULATOR_OPTIONS: dict[str, dict[str, str]] = {
-    "aliyun": {"sign_name": "SMS Gateway"},
-    "huawei": {"sender": "csms12345678"},
-}
+# Read-only: one test or caller changing them would change every emulator in the process.
+EMULATOR_CREDENTIALS: Mapping[str, Mapping[str, str]] = MappingProxyType({
+    "aliyun": MappingProxyType({"access_key_id": "emulator-access-key-id",
+                                "access_key_secret": "emulator-access-key-secret"}),
+    "huawei": MappingProxyType({"app_key": "emulator-app-key",
+                                "app_secret": "emulator-app-secret"}),
+})
+EMULATOR_OPTIONS: Mapping[str, Mapping[str, str]] = MappingProxyType({
+    "aliyun": MappingProxyType({"sign_name": "SMS Gateway"}),
+    "huawei": MappingProxyType({"sender": "csms12345678"}),
+})
 
 _COUNTERS = ("requests", "accepted", "rejected", "auth_failures", "faults")
 _UTC_SECONDS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", re.ASCII)
