@@ -10,13 +10,13 @@ from typing import Any, Literal
 
 import phonenumbers
 
-from gateway.schema import Checker, ConfigError, Problem
+from gateway.schema import Checker, ConfigError, ConfigProblem
 from gateway.yamlsrc import Node, Seq, YamlSyntaxError, parse, read, substitute
 from providers import resolve_provider_class
 from providers.base import Provider, ProviderSettings, Secret
 
 __all__ = [
-    "BreakerSettings", "Config", "ConfigError", "Emulation", "LoggingConfig", "Problem",
+    "BreakerSettings", "Config", "ConfigError", "ConfigProblem", "Emulation", "LoggingConfig",
     "ProviderConfig", "RouteConfig", "ServerConfig", "TemplateConfig", "load_config",
     "parse_config",
 ]
@@ -130,9 +130,9 @@ def load_config(
     try:
         text = read(path)
     except FileNotFoundError:
-        raise ConfigError([Problem(str(path), 0, "", "file not found")]) from None
+        raise ConfigError([ConfigProblem(str(path), 0, "", "file not found")]) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([Problem(str(path), 0, "", f"cannot read: {exc}")]) from None
+        raise ConfigError([ConfigProblem(str(path), 0, "", f"cannot read: {exc}")]) from None
     return parse_config(text, str(path), env=env, emulation=emulation)
 
 
@@ -146,7 +146,7 @@ def parse_config(
     try:
         raw = parse(text)
     except YamlSyntaxError as exc:
-        raise ConfigError([Problem(source, exc.line, "", f"invalid YAML: {exc}")]) from None
+        raise ConfigError([ConfigProblem(source, exc.line, "", f"invalid YAML: {exc}")]) from None
     if raw is None:
         raw = Node()
         raw.key_lines = {}

@@ -10,7 +10,7 @@ from gateway.yamlsrc import Node, Seq, parse_duration, substitute
 
 
 @dataclass(frozen=True, slots=True)
-class Problem:
+class ConfigProblem:
     """One config error: where it is and what is wrong."""
 
     file: str
@@ -26,7 +26,7 @@ class Problem:
 class ConfigError(ValueError):
     """The config is invalid; ``problems`` lists every error found."""
 
-    def __init__(self, problems: Iterable[Problem]) -> None:
+    def __init__(self, problems: Iterable[ConfigProblem]) -> None:
         self.problems = list(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
 
@@ -38,12 +38,12 @@ def _empty() -> Node:
 
 
 class Checker:
-    """Reads values out of Node mappings; every wrong value becomes a Problem, not an exception."""
+    """Reads values out of Node mappings; each wrong value becomes a ConfigProblem, not an error."""
 
     def __init__(self, source: str, env: Mapping[str, str] | None) -> None:
         self.source = source
         self.env = env
-        self.problems: list[Problem] = []
+        self.problems: list[ConfigProblem] = []
         self._expanded: dict[str, str] = {}  # repr of a ${VAR} expansion -> repr of its text
 
     def problem(self, line: int, key: str, message: str) -> None:
@@ -51,7 +51,7 @@ class Checker:
         # a ${VAR} expanded to (a secret's variable in the wrong field must not leak it).
         for expanded, written in self._expanded.items():
             message = message.replace(expanded, written)
-        self.problems.append(Problem(self.source, line, key, message))
+        self.problems.append(ConfigProblem(self.source, line, key, message))
 
     def keys(self, node: Node, path: str, allowed: Iterable[str]) -> None:
         allowed = tuple(allowed)

@@ -1,0 +1,27 @@
+"""The code's shape: names that mean one thing each."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from collections import defaultdict
+
+import gateway
+import providers
+
+
+def test_no_two_classes_share_a_name() -> None:
+    """Two unrelated classes under one name (a problem+json ``Problem`` and a config one) make
+    every import a guess; each public class name in gateway and providers is defined once."""
+    defined: dict[str, list[str]] = defaultdict(list)
+    for package in (gateway, providers):
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            if info.name.endswith("__main__"):
+                continue  # running it is what importing it does
+            module = importlib.import_module(info.name)
+            for name, value in vars(module).items():
+                public = not name.startswith("_")  # a private class stays in its module
+                if public and inspect.isclass(value) and value.__module__ == info.name:
+                    defined[name].append(info.name)
+    assert {n: m for n, m in defined.items() if len(m) > 1} == {}
