@@ -13,8 +13,9 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from gateway.breaker import CircuitBreaker
@@ -42,16 +43,22 @@ class Member:
         return self.config.name
 
 
+_Usable = tuple[Mapping[str, Member], tuple[tuple[Member, ...], ...]]
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """One loaded config and its providers; in-flight sends keep the snapshot they began with."""
 
     config: Config
     members: tuple[Member, ...]  # priority order; ties keep config order
-    # template -> (enabled members that can map it by name, those grouped by priority):
-    # the same for every send of the template until the next reload, so worked out once.
-    _usable: dict[str, tuple[dict[str, Member], tuple[tuple[Member, ...], ...]]] = field(
-        default_factory=dict, init=False, repr=False, compare=False)
+    # template -> (enabled members that can map it by name, those grouped by priority): the
+    # same for every send of the template until the next reload, so worked out once, here.
+    _usable: Mapping[str, _Usable] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        usable = {name: self._work_out(name) for name in self.config.templates}
+        object.__setattr__(self, "_usable", MappingProxyType(usable))  # frozen: set once
 
     def plan(self, template: str, countries: frozenset[str],
              rand: Callable[[], float] = random.random) -> list[Member]:
@@ -68,16 +75,17 @@ class Snapshot:
                 ordered.extend(sorted(group, key=lambda m: _weighted_key(m.config.weight, rand)))
         return ordered
 
-    def _for(self, template: str) -> tuple[dict[str, Member], tuple[tuple[Member, ...], ...]]:
+    def _for(self, template: str) -> _Usable:
         found = self._usable.get(template)
-        if found is None:  # templates are the config's own names: a bounded cache
-            usable = {m.name: m for m in self.members
-                      if m.config.enabled and m.config.cls.can_map(m.config.settings, template)}
-            priorities = sorted({m.config.priority for m in usable.values()})
-            groups = tuple(tuple(m for m in usable.values() if m.config.priority == priority)
-                           for priority in priorities)
-            found = self._usable[template] = (usable, groups)
-        return found
+        return found if found is not None else self._work_out(template)  # not a config name
+
+    def _work_out(self, template: str) -> _Usable:
+        usable = {m.name: m for m in self.members
+                  if m.config.enabled and m.config.cls.can_map(m.config.settings, template)}
+        priorities = sorted({m.config.priority for m in usable.values()})
+        groups = tuple(tuple(m for m in usable.values() if m.config.priority == priority)
+                       for priority in priorities)
+        return MappingProxyType(usable), groups
 
 
 def _weighted_key(weight: float, rand: Callable[[], float]) -> float:
