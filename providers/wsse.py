@@ -30,9 +30,14 @@ def x_wsse(app_key: str, app_secret: str, nonce: str | None = None,
 _FIELD = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
 
 
+def quoted_fields(text: str) -> dict[str, str]:
+    """``Name="value"`` pairs, as both WSSE headers (X-WSSE and Authorization) write them."""
+    return dict(_FIELD.findall(text))
+
+
 def parse_x_wsse(value: str) -> dict[str, str] | None:
     """The fields of an X-WSSE header, or None when it is not a UsernameToken."""
     value = value.strip()
     if not value.startswith("UsernameToken"):
         return None
-    return dict(_FIELD.findall(value[len("UsernameToken"):]))
+    return quoted_fields(value[len("UsernameToken"):])

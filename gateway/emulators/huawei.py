@@ -40,7 +40,6 @@ LIMITED_SUFFIX = "99915"
 SKEW = 24 * 3600
 MAX_NUMBERS = 500
 _TO = re.compile(r"[0-9+,]+")
-_PARAM = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
 _SAMPLE = (b'{"code": "000000", "description": "Success", "result": [{"originTo": '
            b'"+8613800138000", "createTime": "2018-08-06T11:59:50Z", "from": "csms12345678", '
            b'"smsMsgId": "4b4b34e7-1a9e-42ac-b309-d10997148905_85496076", "status": "000000"}]}')
@@ -141,7 +140,7 @@ def _check_authorization(header: str | None) -> None:
     scheme, _, rest = header.strip().partition(" ")
     if scheme != "WSSE":
         raise _refuse(400, "E000008", "WSSE is not contained in Authorization.")
-    params = dict(_PARAM.findall(rest))
+    params = wsse.quoted_fields(rest)
     for name, wanted, missing, wrong in _AUTHORIZATION_CHECKS:
         if name not in params:
             raise _refuse(400, missing, f"{name} is missing from Authorization.")
