@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import ClientResponse
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
 from bench.configs import gateway_config, provider
@@ -71,7 +71,7 @@ class Harness:
 
     @property
     def gateway(self) -> Gateway:
-        app = self.client.app
+        app: web.Application | None = self.client.app
         assert app is not None
         return app[gateway_key]
 

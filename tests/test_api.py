@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 
 from conftest import NUMBER, TEST_CONFIG, Harness, MakeGateway
 
@@ -65,7 +66,7 @@ async def test_413_for_big_bodies_and_too_many_numbers(gw: Harness) -> None:
     response = await gw.client.post("/sms", data=big, headers={"Content-Type": "application/json"})
     assert response.status == 413
 
-    async def chunks():  # no Content-Length: the limit must still hold
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit must still hold
         for _ in range(100):
             yield b" " * 1024
 

@@ -431,4 +431,6 @@ async def test_bodies_from_the_schema(gw: Harness, openapi: dict[str, Any],
     media = "application/json" if response.status < 400 else "application/problem+json"
     assert violations(answer, content[media]["schema"], openapi) == [], answer
     # A schema-valid body fails only on what a schema cannot say: whether a number exists.
-    assert response.status in (200, 413) or {e["field"][:2] for e in answer["errors"]} == {"to"}
+    if response.status not in (200, 413):
+        assert isinstance(answer, dict)
+        assert {e["field"][:2] for e in answer["errors"]} == {"to"}

@@ -37,7 +37,7 @@ async def test_bad_edit_keeps_running_config_and_reports(gw: Harness) -> None:
     assert (await gw.send()).status == 200  # still serving on the last good config
     gw.config_path.unlink()
     assert not await reload_now(gw.gateway)
-    assert "file not found" in gw.gateway.runtime.reload.error
+    assert "file not found" in (gw.gateway.runtime.reload.error or "")
     gw.config_path.write_text(TEST_CONFIG)
     assert await reload_now(gw.gateway)
     assert gw.gateway.runtime.reload.error is None
