@@ -1,7 +1,8 @@
 """The breaker under concurrent sends, seen through HTTP against the emulators.
 
-Latency on the emulator makes the sends overlap on the wire; the breaker's clock is injected, so
-"open_for has passed" is a jump of the clock rather than a sleep.
+Latency on the emulator makes the sends overlap on the wire; a half-open test sends the rest of
+its burst only once the probe has reached the emulator (a gate, not a sleep); the breaker's clock
+is injected, so "open_for has passed" is a jump of the clock rather than a sleep.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import pytest
 from conftest import TEST_CONFIG, FakeClock, Harness, MakeGateway
 from gateway.router import PROBE_GRACE
 
-# A 2 s attempt timeout: a probe waiting on 500 ms of latency must keep its half-open slot.
-CONFIG = TEST_CONFIG.replace("timeout: 500ms", "timeout: 2s").replace("deadline: 3s",
-                                                                      "deadline: 5s")
+# The emulator holds each request SLOW_MS, far longer than the gateway needs to route the rest
+# of a burst even on a loaded machine; the attempt timeout (5 s) outlasts it.
+SLOW_MS = 2000
+CONFIG = TEST_CONFIG.replace("timeout: 500ms", "timeout: 5s").replace("deadline: 3s",
+                                                                      "deadline: 10s")
 OPEN_FOR = 30.0  # breaker.open_for in the test config; jitter adds up to 20 %
 TRANSITIONS = "gateway.runtime"
 
@@ -55,6 +58,19 @@ async def open_aliyun(gw: Harness, clock: FakeClock) -> None:
     assert gw.state("aliyun") == "open"  # reading moves nothing: the next send will probe
 
 
+async def probe_then_rush(gw: Harness, rush: int) -> list[dict[str, Any]]:
+    """One send, and once it is on aliyun's wire (the probe), ``rush`` more while it is held."""
+    wire = gw.emulators["aliyun"].state.counters
+    before = wire["requests"]
+    probe = asyncio.create_task(gw.send())
+    while wire["requests"] == before and not probe.done():  # the gate: the probe has arrived
+        await asyncio.sleep(0.01)
+    bodies = await burst(gw, rush)
+    first = await probe
+    assert first.status == 200
+    return [await first.json(), *bodies]
+
+
 def transitions(caplog: pytest.LogCaptureFixture, change: str) -> int:
     return sum(1 for r in caplog.records
                if r.name == TRANSITIONS and r.getMessage().startswith(f"breaker aliyun: {change}"))
@@ -64,10 +80,10 @@ async def test_half_open_admits_exactly_one_probe_of_fifty(
         clocked: tuple[Harness, FakeClock], caplog: pytest.LogCaptureFixture) -> None:
     gw, clock = clocked
     await open_aliyun(gw, clock)
-    await gw.mode("aliyun", "latency", 500)  # healthy again, slowly: the 50 overlap the probe
+    await gw.mode("aliyun", "latency", SLOW_MS)  # healthy again, slowly: 49 arrive meanwhile
     before = gw.emulators["aliyun"].state.counters["requests"]
     with caplog.at_level(logging.INFO, logger=TRANSITIONS):
-        bodies = await burst(gw, 50)
+        bodies = await probe_then_rush(gw, 49)
     assert gw.emulators["aliyun"].state.counters["requests"] - before == 1  # one on the wire
     routes = [route(b) for b in bodies]
     assert routes.count([("aliyun", "accepted")]) == 1
@@ -80,10 +96,10 @@ async def test_a_failed_probe_reopens_once_and_nobody_else_reaches_the_provider(
         clocked: tuple[Harness, FakeClock], caplog: pytest.LogCaptureFixture) -> None:
     gw, clock = clocked
     await open_aliyun(gw, clock)
-    await gw.mode("aliyun", "fail", 500)  # isp.SYSTEM_ERROR after 500 ms
+    await gw.mode("aliyun", "fail", SLOW_MS)  # isp.SYSTEM_ERROR, late: 49 arrive meanwhile
     before = gw.emulators["aliyun"].state.counters["requests"]
     with caplog.at_level(logging.INFO, logger=TRANSITIONS):
-        bodies = await burst(gw, 50)  # verify_code fails over: every send still lands
+        bodies = await probe_then_rush(gw, 49)  # verify_code fails over: every send lands
     assert gw.emulators["aliyun"].state.counters["requests"] - before == 1
     routes = [route(b) for b in bodies]
     assert routes.count([("aliyun", "unknown"), ("huawei", "accepted")]) == 1
@@ -93,8 +109,9 @@ async def test_a_failed_probe_reopens_once_and_nobody_else_reaches_the_provider(
 
 
 async def test_a_burst_of_failures_opens_the_breaker_once(
-        gw: Harness, caplog: pytest.LogCaptureFixture) -> None:
-    await gw.mode("aliyun", "fail", 300)  # 20 calls in flight when the failures come back
+        make_gateway: MakeGateway, caplog: pytest.LogCaptureFixture) -> None:
+    gw = await make_gateway(CONFIG)
+    await gw.mode("aliyun", "fail", SLOW_MS)  # 20 calls in flight when the failures come back
     with caplog.at_level(logging.INFO, logger=TRANSITIONS):
         bodies = await burst(gw, 20)
     assert gw.emulators["aliyun"].state.counters["requests"] == 20  # all admitted while closed
