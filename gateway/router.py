@@ -20,8 +20,8 @@ from typing import Any
 from gateway.breaker import CircuitBreaker
 from gateway.config import Config, ProviderConfig, TemplateConfig
 from gateway.stats import ProviderStats
-from providers.base import Delivery, Health, Message, Provider, SendResult
-from providers.http import MAX_RETRY_AFTER
+from providers.base import Delivery, Message, Provider, SendResult
+from providers.http import MAX_RETRY_AFTER, guarded
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,7 @@ class Attempt:
     outcome: str  # accepted | failed | rejected | unknown | skipped
     error: str = ""
     duration_ms: float = 0.0
+    sent: bool = True  # False: failed before the request left the gateway (our fault)
 
     def as_dict(self) -> dict[str, Any]:
         return {"provider": self.provider, "outcome": self.outcome,
@@ -116,7 +117,8 @@ class Outcome:
 
 
 _OUTCOME = {Delivery.ACCEPTED: "accepted", Delivery.SAFE: "failed", Delivery.CALLER: "rejected",
-            Delivery.RCPT_LIMIT: "rejected", Delivery.UNKNOWN: "unknown"}
+            Delivery.RCPT_LIMIT: "rejected", Delivery.UNKNOWN: "unknown",
+            Delivery.NOT_SENT: "failed"}
 
 
 def _seconds(retry_after: float | None) -> float | None:
@@ -158,17 +160,16 @@ class Router:
                 continue
             started = self._clock()
             try:
-                result = await member.provider.send(message, timeout)
+                # a provider bug must not lose the message: an exception becomes an outcome
+                result, error = await guarded(member.provider.send(message, timeout))
             except asyncio.CancelledError:
                 member.breaker.release(permit)  # the caller went away: says nothing of the provider
                 raise
-            except Exception as exc:  # a provider bug must not lose the message
-                log.exception("provider %s raised instead of returning an outcome", member.name)
-                result = SendResult(Delivery.UNKNOWN, Health.FAILURE, type(exc).__name__)
             member.breaker.record(permit, result.health, _seconds(result.retry_after))
             attempt = Attempt(member.name, _OUTCOME[result.delivery], result.reason,
-                              (self._clock() - started) * 1000)
-            self._observe(member, attempt)
+                              (self._clock() - started) * 1000,
+                              sent=result.delivery is not Delivery.NOT_SENT)
+            self._observe(member, attempt, error)
             attempts.append(attempt)
             final = self._conclude(member, result, template, attempts)
             if final is not None:
@@ -180,10 +181,15 @@ class Router:
         self._observe(member, attempt)
         return attempt
 
-    def _observe(self, member: Member, attempt: Attempt) -> None:
-        member.stats.observe(attempt.outcome, attempt.duration_ms / 1000, attempt.error)
-        self._on_attempt(member.name, attempt.outcome)
-        if attempt.outcome in ("failed", "unknown"):
+    def _observe(self, member: Member, attempt: Attempt, error: Exception | None = None) -> None:
+        """Count and log an attempt, once: with the traceback when the provider raised."""
+        if attempt.sent:  # what never reached the provider says nothing about it
+            member.stats.observe(attempt.outcome, attempt.duration_ms / 1000, attempt.error)
+        self._on_attempt(member.name, attempt.outcome if attempt.sent else "not_sent")
+        if error is not None:
+            log.error("provider %s %s: %s", member.name, attempt.outcome, attempt.error,
+                      exc_info=error)
+        elif attempt.outcome in ("failed", "unknown"):
             log.warning("provider %s %s: %s", member.name, attempt.outcome, attempt.error)
 
     def _conclude(self, member: Member, result: SendResult, template: TemplateConfig,
@@ -208,8 +214,11 @@ class Router:
         if unknown:  # on_unknown: failover, and one of them may have sent it
             return Outcome(202, "unknown", attempts, unknown[-1].provider,
                            reason=unknown[-1].error)
-        if any(a.outcome == "failed" for a in attempts):
+        if any(a.outcome == "failed" and a.sent for a in attempts):
             return Outcome(502, "failed", attempts, reason="every provider tried failed")
+        if any(a.outcome == "failed" for a in attempts):  # none of them left the gateway
+            return Outcome(503, "unavailable", attempts, retry_after=1.0,
+                           reason="the gateway could not send it now; nothing was sent")
         waits = [m.breaker.retry_in() for m in plan]
         retry = max(1.0, math.ceil(min(waits))) if waits else 60.0
         why = "every provider is open or disabled" if plan else "no enabled provider can send it"

@@ -10,7 +10,8 @@ import asyncio
 import json
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -45,6 +46,34 @@ class _Attempt(SimpleNamespace):
     sent: bool = False
 
 
+@dataclass(slots=True)
+class Wire:
+    """What one provider attempt put on the wire, whichever way the provider sends."""
+
+    left: bool = False  # some request's headers were written: the provider may have it
+
+
+# Set around each attempt by ``guarded``; the session's tracing marks it, so a provider that
+# builds its own requests on the shared session is covered as well as ``exchange``.
+_wire: ContextVar[Wire | None] = ContextVar("sms_gateway_wire", default=None)
+
+
+async def guarded(send: Awaitable[SendResult]) -> tuple[SendResult, Exception | None]:
+    """Await one provider's ``send``; an exception becomes an outcome (and is handed back to be
+    logged once). Raised before any request left, it is the gateway's fault: not sent, safe to
+    fail over, nothing for the breaker. Raised after, the provider may have the message."""
+    wire = Wire()
+    token = _wire.set(wire)
+    try:
+        return await send, None
+    except Exception as exc:
+        if wire.left:
+            return SendResult(Delivery.UNKNOWN, Health.FAILURE, type(exc).__name__), exc
+        return SendResult.not_sent(f"the gateway failed ({type(exc).__name__})"), exc
+    finally:
+        _wire.reset(token)
+
+
 async def _on_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
     if isinstance(ctx.trace_request_ctx, _Attempt):
         ctx.trace_request_ctx.tracked = True
@@ -53,6 +82,9 @@ async def _on_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
 async def _on_headers_sent(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
     if isinstance(ctx.trace_request_ctx, _Attempt):
         ctx.trace_request_ctx.sent = True
+    wire = _wire.get()
+    if wire is not None:
+        wire.left = True
 
 
 def tracing() -> aiohttp.TraceConfig:
