@@ -21,7 +21,8 @@ from gateway.breaker import CircuitBreaker
 from gateway.config import Config, ProviderConfig, TemplateConfig
 from gateway.stats import ProviderStats
 from providers.base import Delivery, Message, Provider, SendResult
-from providers.http import MAX_RETRY_AFTER, guarded
+from providers.http import MAX_RETRY_AFTER
+from providers.wire import guarded
 
 log = logging.getLogger(__name__)
 
@@ -152,16 +153,19 @@ class Router:
                 attempts.append(self._skip(member, "request deadline exceeded"))
                 continue
             timeout = min(member.config.timeout, remaining)
-            # A timed-out attempt reports a moment after ``timeout``: the grace keeps a probe's
-            # slot (and its verdict) until then; only a provider that ignores it loses the slot.
-            permit = member.breaker.acquire(timeout + PROBE_GRACE)
+            # A timed-out attempt reports a moment after ``timeout`` (plus any wait for a pooled
+            # connection): the grace keeps a probe's slot (and its verdict) until then; only a
+            # provider that ignores its timeout loses the slot.
+            permit = member.breaker.acquire(timeout + snapshot.config.server.pool_wait
+                                            + PROBE_GRACE)
             if permit is None:
                 attempts.append(self._skip(member, f"circuit {member.breaker.state.value}"))
                 continue
             started = self._clock()
             try:
                 # a provider bug must not lose the message: an exception becomes an outcome
-                result, error = await guarded(member.provider.send(message, timeout))
+                result, error = await guarded(member.name,
+                                              member.provider.send(message, timeout))
             except asyncio.CancelledError:
                 member.breaker.release(permit)  # the caller went away: says nothing of the provider
                 raise

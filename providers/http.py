@@ -1,7 +1,8 @@
 """The one place aiohttp errors become outcomes.
 
 Whether a failed request may have reached the provider decides between "safe to fail over" and
-"maybe sent", so every request records, through aiohttp tracing, whether its headers left.
+"maybe sent", so every request records, through the session's tracing (``providers.wire``),
+whether its headers left and whether it is still queued for a pooled connection.
 """
 
 from __future__ import annotations
@@ -10,10 +11,8 @@ import asyncio
 import json
 import os
 import ssl
-from collections.abc import Awaitable, Mapping
-from contextvars import ContextVar
+from collections.abc import Mapping
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -21,6 +20,10 @@ import yarl
 from multidict import CIMultiDictProxy
 
 from providers.base import Delivery, Health, SendResult
+from providers.wire import Request, make_session
+
+__all__ = ["MAX_RESPONSE_BYTES", "MAX_RETRY_AFTER", "WireResponse", "exchange", "make_session",
+           "retry_after"]
 
 MAX_RESPONSE_BYTES = 256 * 1024  # provider answers are < 2 KiB; anything larger is not an answer
 
@@ -41,72 +44,6 @@ class WireResponse:
             return None
 
 
-class _Attempt(SimpleNamespace):
-    tracked: bool = False
-    sent: bool = False
-
-
-@dataclass(slots=True)
-class Wire:
-    """What one provider attempt put on the wire, whichever way the provider sends."""
-
-    left: bool = False  # some request's headers were written: the provider may have it
-
-
-# Set around each attempt by ``guarded``; the session's tracing marks it, so a provider that
-# builds its own requests on the shared session is covered as well as ``exchange``.
-_wire: ContextVar[Wire | None] = ContextVar("sms_gateway_wire", default=None)
-
-
-async def guarded(send: Awaitable[SendResult]) -> tuple[SendResult, Exception | None]:
-    """Await one provider's ``send``; an exception becomes an outcome (and is handed back to be
-    logged once). Raised before any request left, it is the gateway's fault: not sent, safe to
-    fail over, nothing for the breaker. Raised after, the provider may have the message."""
-    wire = Wire()
-    token = _wire.set(wire)
-    try:
-        return await send, None
-    except Exception as exc:
-        if wire.left:
-            return SendResult(Delivery.UNKNOWN, Health.FAILURE, type(exc).__name__), exc
-        return SendResult.not_sent(f"the gateway failed ({type(exc).__name__})"), exc
-    finally:
-        _wire.reset(token)
-
-
-async def _on_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
-    if isinstance(ctx.trace_request_ctx, _Attempt):
-        ctx.trace_request_ctx.tracked = True
-
-
-async def _on_headers_sent(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
-    if isinstance(ctx.trace_request_ctx, _Attempt):
-        ctx.trace_request_ctx.sent = True
-    wire = _wire.get()
-    if wire is not None:
-        wire.left = True
-
-
-def tracing() -> aiohttp.TraceConfig:
-    """The trace config the shared session needs so timeouts can be told apart."""
-    config = aiohttp.TraceConfig()
-    config.on_request_start.append(_on_start)
-    config.on_request_headers_sent.append(_on_headers_sent)
-    return config
-
-
-def make_session(limit: int = 200) -> aiohttp.ClientSession:
-    """The app's one outgoing session: pooled, traced, no cookies, no default timeout."""
-    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, ttl_dns_cache=300)
-    return aiohttp.ClientSession(
-        connector=connector,
-        trace_configs=[tracing()],
-        cookie_jar=aiohttp.DummyCookieJar(),
-        timeout=aiohttp.ClientTimeout(total=None),
-        raise_for_status=False,
-    )
-
-
 def _maybe(reason: str) -> SendResult:
     return SendResult(Delivery.UNKNOWN, Health.FAILURE, reason)
 
@@ -125,9 +62,9 @@ async def exchange(
     data: Any = None,
 ) -> WireResponse | SendResult:
     """Send one request within ``timeout``; a wire failure comes back as a classified result."""
-    attempt = _Attempt()
+    attempt = Request(timeout=timeout)
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout) as attempt.deadline:
             async with session.request(
                 method, url, headers=headers, data=data, allow_redirects=False,
                 trace_request_ctx=attempt,
@@ -138,6 +75,8 @@ async def exchange(
                     return _maybe(f"HTTP {resp.status}: response too large")
                 return WireResponse(resp.status, resp.headers, body)
     except TimeoutError:
+        if attempt.queued_at is not None:  # no pooled connection in time: it never left
+            return SendResult.not_sent("no pooled connection free in time (server.pool_wait)")
         if attempt.tracked and not attempt.sent:
             return _safe("connect timeout")
         return _maybe("timeout")

@@ -206,3 +206,75 @@ async def test_a_client_abort_mid_body_is_counted_as_aborted_without_an_error_lo
     assert 'sms_requests_total{status="aborted"} 3.0' in text
     assert 'status="500"' not in text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# -- item 2: waiting for a pooled connection counted as a provider timeout -----------------------
+
+def pooled(size: int, wait: str, timeout: str = "500ms", huawei: bool = True) -> str:
+    pool = f"  pool_size: {size}\n  pool_wait: {wait}\n"
+    text = TEST_CONFIG.replace("  shutdown_timeout: 2s\n", "  shutdown_timeout: 2s\n" + pool)
+    text = text.replace("  timeout: 500ms\n  deadline: 3s\n",
+                        f"  timeout: {timeout}\n  deadline: 60s\n")
+    if not huawei:
+        text = text.replace("    type: huawei\n", "    type: huawei\n    enabled: false\n")
+    return text
+
+
+NOTICE = {"name": "A", "time": "B"}  # on_unknown: stop, so "unknown" would be answered 202
+
+
+async def hold_the_only_connection(gw: Harness) -> asyncio.Task[Any]:
+    """A send that occupies aliyun's one pooled connection until cancelled."""
+    await gw.mode("aliyun", "hang")
+    held = asyncio.create_task(gw.send("notice", params=NOTICE))
+    deadline = time.monotonic() + 10
+    while gw.emulators["aliyun"].state.counters["requests"] < 1:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    return held
+
+
+async def test_no_pooled_connection_in_time_fails_over_and_spares_the_breaker(
+    make_gateway: MakeGateway,
+) -> None:
+    gw = await make_gateway(pooled(1, "50ms", timeout="30s"))
+    held = await hold_the_only_connection(gw)
+    for _ in range(4):  # more than consecutive_failures
+        response = await gw.send("notice", params=NOTICE)
+        body = await response.json()
+        assert response.status == 200, body
+        assert body["provider"] == "huawei"
+        first = body["attempts"][0]
+        assert (first["provider"], first["outcome"]) == ("aliyun", "failed")
+        assert "not sent" in first["error"] and "pool" in first["error"]
+    assert gw.state("aliyun") == "closed"
+    assert gw.emulators["aliyun"].state.counters["requests"] == 1  # only the held one
+    assert await metric(gw, 'sms_pool_timeouts_total{provider="aliyun"}') == 4
+    assert await metric(gw, 'sms_pool_wait_seconds_count{provider="aliyun"}') == 4
+    held.cancel()
+
+
+async def test_no_pooled_connection_anywhere_is_a_503(make_gateway: MakeGateway) -> None:
+    gw = await make_gateway(pooled(1, "50ms", timeout="30s", huawei=False))
+    held = await hold_the_only_connection(gw)
+    response = await gw.send("notice", params=NOTICE)
+    body = await response.json()
+    assert response.status == 503, body
+    assert response.headers["Retry-After"] == "1"
+    assert body["attempts"][0]["outcome"] == "failed"
+    assert gw.state("aliyun") == "closed"
+    held.cancel()
+
+
+async def test_time_queued_for_a_connection_does_not_eat_the_attempts_timeout(
+    make_gateway: MakeGateway,
+) -> None:
+    # Twelve sends share one connection, 150 ms each: the last queues ~1.7 s, far past the
+    # 1 s attempt timeout, which only starts when it gets the connection.
+    gw = await make_gateway(pooled(1, "60s", timeout="1s", huawei=False))
+    await gw.mode("aliyun", "latency", 150)
+    responses = await asyncio.gather(*(gw.send("notice", params=NOTICE) for _ in range(12)))
+    bodies = [await r.json() for r in responses]
+    assert [r.status for r in responses] == [200] * 12, bodies
+    assert await metric(gw, 'sms_pool_wait_seconds_count{provider="aliyun"}') == 11
+    assert gw.state("aliyun") == "closed"
