@@ -50,6 +50,7 @@ class Gateway:
         self.emulators = dict(emulators or {})
         self.clock = clock
         self._runtime: Runtime | None = None
+        self._cutoff: asyncio.TimerHandle | None = None
         self.metrics = Metrics(self._breaker_states)
         self.router = Router(self._count_attempt, clock=clock)
         self.records = Records()
@@ -91,7 +92,17 @@ class Gateway:
             self._runtime = Runtime(self.initial_config, session, clock=self.clock,
                                     on_transition=self._count_transition)
             yield
+            if self._cutoff is not None:
+                self._cutoff.cancel()
             self._runtime = None
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        """The server now waits up to ``shutdown_timeout`` for in-flight sends, then drops their
+        connections: a moment before that, cut them short so every caller gets an answer."""
+        timeout = self.initial_config.server.shutdown_timeout  # the runner's (gateway.cli)
+        loop = asyncio.get_running_loop()
+        self._cutoff = loop.call_later(max(0.0, timeout - min(0.5, timeout / 2)),
+                                       self.router.stop)
 
     # -- auth --------------------------------------------------------------------------------
 
@@ -209,6 +220,7 @@ def create_app(
                       clock=clock)
     app[gateway_key] = gateway
     app.cleanup_ctx.append(gateway.lifecycle)
+    app.on_shutdown.append(gateway.on_shutdown)
     handlers.setup_routes(app)
     dashboard.setup(app)
     if gateway.emulators:

@@ -20,9 +20,9 @@ from typing import Any
 from gateway.breaker import CircuitBreaker
 from gateway.config import Config, ProviderConfig, TemplateConfig
 from gateway.stats import ProviderStats
-from providers.base import Delivery, Message, Provider, SendResult
+from providers.base import Delivery, Health, Message, Provider, SendResult
 from providers.http import MAX_RETRY_AFTER
-from providers.wire import guarded
+from providers.wire import Wire, guarded
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,17 @@ class Router:
         self._on_attempt = on_attempt
         self._clock = clock
         self._rand = rand
+        self._stopping = False
+        self._waiting: set[asyncio.Task[Any]] = set()  # tasks awaiting a provider's answer
+        self._cut: set[asyncio.Task[Any]] = set()  # those ``stop`` cancelled
+
+    def stop(self) -> None:
+        """Cut every provider attempt short and start no more, so that each caller is answered
+        (202 unknown if its request left, else 503) before the server drops its connection."""
+        self._stopping = True
+        for task in self._waiting - self._cut:
+            self._cut.add(task)
+            task.cancel()
 
     async def send(self, snapshot: Snapshot, message: Message, template: TemplateConfig,
                    countries: frozenset[str]) -> Outcome:
@@ -149,6 +160,9 @@ class Router:
         attempts: list[Attempt] = []
         for member in plan:
             remaining = deadline - self._clock()
+            if self._stopping:
+                attempts.append(self._skip(member, "the gateway is stopping"))
+                continue
             if remaining <= 0:
                 attempts.append(self._skip(member, "request deadline exceeded"))
                 continue
@@ -163,9 +177,7 @@ class Router:
                 continue
             started = self._clock()
             try:
-                # a provider bug must not lose the message: an exception becomes an outcome
-                result, error = await guarded(member.name,
-                                              member.provider.send(message, timeout))
+                result, error = await self._call(member, message, timeout)
             except asyncio.CancelledError:
                 member.breaker.release(permit)  # the caller went away: says nothing of the provider
                 raise
@@ -179,6 +191,27 @@ class Router:
             if final is not None:
                 return final
         return self._exhausted(plan, attempts)
+
+    async def _call(self, member: Member, message: Message,
+                    timeout: float) -> tuple[SendResult, Exception | None]:
+        """One provider attempt; a provider bug must not lose the message: an exception
+        becomes an outcome, and so does being cut short by ``stop``."""
+        wire = Wire(member.name)
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiting.add(task)
+        try:
+            return await guarded(wire, member.provider.send(message, timeout))
+        except asyncio.CancelledError:
+            if task not in self._cut or task.uncancel() > 0:
+                raise  # the caller went away (or more than our own cancel)
+            if wire.left:
+                return SendResult(Delivery.UNKNOWN, Health.IGNORED,
+                                  "the gateway stopped before the provider answered"), None
+            return SendResult.not_sent("the gateway is stopping"), None
+        finally:
+            self._waiting.discard(task)
+            self._cut.discard(task)
 
     def _skip(self, member: Member, why: str) -> Attempt:
         attempt = Attempt(member.name, "skipped", why)
@@ -218,6 +251,9 @@ class Router:
         if unknown:  # on_unknown: failover, and one of them may have sent it
             return Outcome(202, "unknown", attempts, unknown[-1].provider,
                            reason=unknown[-1].error)
+        if self._stopping:
+            return Outcome(503, "unavailable", attempts, retry_after=1.0,
+                           reason="the gateway is stopping; nothing was sent")
         if any(a.outcome == "failed" and a.sent for a in attempts):
             return Outcome(502, "failed", attempts, reason="every provider tried failed")
         if any(a.outcome == "failed" for a in attempts):  # none of them left the gateway

@@ -42,12 +42,12 @@ class Wire:
 _wire: ContextVar[Wire | None] = ContextVar("sms_gateway_wire", default=None)
 
 
-async def guarded(provider: str,
+async def guarded(wire: Wire,
                   send: Awaitable[SendResult]) -> tuple[SendResult, Exception | None]:
-    """Await one provider's ``send``; an exception becomes an outcome (and is handed back to be
-    logged once). Raised before any request left, it is the gateway's fault: not sent, safe to
-    fail over, nothing for the breaker. Raised after, the provider may have the message."""
-    wire = Wire(provider)
+    """Await one provider's ``send``, tracked in ``wire``; an exception becomes an outcome (and
+    is handed back to be logged once). Raised before any request left, it is the gateway's
+    fault: not sent, safe to fail over, nothing for the breaker. Raised after, the provider may
+    have the message."""
     token = _wire.set(wire)
     try:
         return await send, None
