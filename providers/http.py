@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,8 +22,8 @@ from multidict import CIMultiDictProxy
 from providers.base import Delivery, Health, SendResult
 from providers.wire import Request, make_session
 
-__all__ = ["MAX_RESPONSE_BYTES", "MAX_RETRY_AFTER", "WireResponse", "exchange", "make_session",
-           "retry_after"]
+__all__ = ["MAX_RESPONSE_BYTES", "MAX_RETRY_AFTER", "Classify", "WireResponse", "exchange",
+           "make_session", "retry_after"]
 
 MAX_RESPONSE_BYTES = 256 * 1024  # provider answers are < 2 KiB; anything larger is not an answer
 
@@ -35,13 +35,30 @@ class WireResponse:
     status: int
     headers: CIMultiDictProxy[str]
     body: bytes
+    fields: Mapping[str, Any]  # the body when it is a JSON object, else empty
 
-    def json(self) -> Any:
-        """The body as JSON, or None when it is not JSON."""
+    @classmethod
+    def read(cls, status: int, headers: CIMultiDictProxy[str], body: bytes) -> WireResponse:
         try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError):
-            return None
+            decoded = json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            decoded = None
+        return cls(status, headers, body, decoded if isinstance(decoded, dict) else {})
+
+
+# What a provider's code means: (the answer, the code it carries) -> outcome. Answers without a
+# code never reach it; ``exchange`` classifies those, the same way for every provider.
+Classify = Callable[[WireResponse, str], SendResult]
+
+
+def without_code(response: WireResponse, field: str) -> SendResult:
+    """An answer with no provider code in ``field`` (an HTML error page, a proxy, garbage)."""
+    if response.status == 429:  # Too Many Requests means the same from anyone
+        return SendResult(Delivery.SAFE, Health.THROTTLED, "HTTP 429",
+                          retry_after=retry_after(response.headers))
+    if response.status >= 500 or 200 <= response.status < 300:  # may have been acted on
+        return _maybe(f"HTTP {response.status}: no {field}")
+    return _safe(f"HTTP {response.status}")  # refused before it was processed
 
 
 def _maybe(reason: str) -> SendResult:
@@ -58,10 +75,25 @@ async def exchange(
     url: str | yarl.URL,
     timeout: float,
     *,
+    code: str,
+    classify: Classify,
     headers: Mapping[str, str] | None = None,
     data: Any = None,
-) -> WireResponse | SendResult:
-    """Send one request within ``timeout``; a wire failure comes back as a classified result."""
+) -> SendResult:
+    """Send one request within ``timeout`` and classify the outcome: wire failures here, an
+    answer without a provider code in its JSON ``code`` field by ``without_code``, an answer
+    with one by the provider's ``classify``."""
+    response = await _request(session, method, url, timeout, headers, data)
+    if isinstance(response, SendResult):
+        return response
+    found = response.fields.get(code)
+    return classify(response, found) if isinstance(found, str) else without_code(response, code)
+
+
+async def _request(session: aiohttp.ClientSession, method: str, url: str | yarl.URL,
+                   timeout: float, headers: Mapping[str, str] | None,
+                   data: Any) -> WireResponse | SendResult:
+    """The answer, or the classified wire failure."""
     attempt = Request(timeout=timeout)
     try:
         async with asyncio.timeout(timeout) as attempt.deadline:
@@ -73,7 +105,7 @@ async def exchange(
                 if len(body) > MAX_RESPONSE_BYTES:
                     resp.close()  # do not drain a runaway body
                     return _maybe(f"HTTP {resp.status}: response too large")
-                return WireResponse(resp.status, resp.headers, body)
+                return WireResponse.read(resp.status, resp.headers, body)
     except TimeoutError:
         if attempt.queued_at is not None:  # no pooled connection in time: it never left
             return SendResult.not_sent("no pooled connection free in time (server.pool_wait)")

@@ -23,9 +23,20 @@ from yarl import URL
 from conftest import NUMBER, TEST_CONFIG, Harness, MakeGateway
 from gateway.app import create_app
 from gateway.cli import emulated_loader
-from gateway.emulators import EmulatorServer
+from gateway.emulators import EMULATOR_CREDENTIALS, EMULATOR_OPTIONS, EmulatorServer
 from gateway.keys import gateway_key
-from providers.base import Message, Provider, SendResult
+from providers.aliyun import AliyunProvider
+from providers.base import (
+    Delivery,
+    Health,
+    Message,
+    Provider,
+    ProviderSettings,
+    Secret,
+    SendResult,
+)
+from providers.http import make_session
+from providers.huawei import HuaweiProvider
 
 
 async def post_raw(gw: Harness, body: Any) -> tuple[int, str, dict[str, Any]]:
@@ -278,3 +289,36 @@ async def test_time_queued_for_a_connection_does_not_eat_the_attempts_timeout(
     assert [r.status for r in responses] == [200] * 12, bodies
     assert await metric(gw, 'sms_pool_wait_seconds_count{provider="aliyun"}') == 11
     assert gw.state("aliyun") == "closed"
+
+
+# -- issue 9 item 5: an answer without a provider code is classified in one place ----------------
+
+@pytest.mark.parametrize(("status", "expected"), [
+    (200, (Delivery.UNKNOWN, Health.FAILURE)),  # a 2xx or 5xx may have been acted on
+    (503, (Delivery.UNKNOWN, Health.FAILURE)),
+    (404, (Delivery.SAFE, Health.FAILURE)),  # refused before it was processed
+    (429, (Delivery.SAFE, Health.THROTTLED)),  # from a proxy: back off, whoever says it
+])
+async def test_an_answer_without_a_code_means_the_same_from_every_provider(
+    aiohttp_server: Any, status: int, expected: tuple[Delivery, Health],
+) -> None:
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=status, text="<html>Bad Gateway</html>",
+                            headers={"Retry-After": "7"}, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    server = await aiohttp_server(app)
+    sms = Message(id="m1", to=(NUMBER,), template="verify_code", params={"code": "1"})
+    results = []
+    async with make_session() as session:
+        for kind, cls in (("aliyun", AliyunProvider), ("huawei", HuaweiProvider)):
+            settings = ProviderSettings(
+                name=kind, type=kind, endpoint=str(server.make_url("")).rstrip("/"),
+                credentials={k: Secret(v) for k, v in EMULATOR_CREDENTIALS[kind].items()},
+                templates={"verify_code": "T1"}, options=EMULATOR_OPTIONS[kind])
+            results.append(await cls(settings, session).send(sms, timeout=5))
+    assert [(r.delivery, r.health) for r in results] == [expected, expected]
+    if status == 429:
+        assert [r.retry_after for r in results] == [7.0, 7.0]
