@@ -120,6 +120,8 @@ async def _request(session: aiohttp.ClientSession, method: str, url: str | yarl.
             return _safe(f"connection error: {_short(exc)}")
         return _maybe(f"connection lost: {type(exc).__name__}")
     except aiohttp.ClientError as exc:
+        if not attempt.sent:  # e.g. an invalid URL: ours, and the provider never saw it
+            return SendResult.not_sent(f"client error: {type(exc).__name__}")
         return _maybe(f"client error: {type(exc).__name__}")
 
 

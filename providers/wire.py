@@ -99,7 +99,9 @@ class Pool:
 
     async def _on_exception(self, _s: Any, ctx: SimpleNamespace, _p: Any) -> None:
         request = ctx.trace_request_ctx
-        if isinstance(request, Request) and request.queued_at is not None:
+        if (isinstance(request, Request) and request.queued_at is not None
+                and request.deadline is not None and request.deadline.expired()):
+            # gave up queueing (a cancelled send, a caller gone or a shutdown, is not counted)
             now = asyncio.get_running_loop().time()
             self.on_wait(_provider(), now - request.queued_at, False)
 

@@ -35,7 +35,7 @@ from providers.base import (
     Secret,
     SendResult,
 )
-from providers.http import make_session
+from providers.http import exchange, make_session
 from providers.huawei import HuaweiProvider
 
 
@@ -87,13 +87,25 @@ class RaisesBeforeSending(Provider):
         raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
 
 
-BROKEN_FIRST = TEST_CONFIG.replace("""\
+class SendsToAnInvalidURL(Provider):
+    """A provider whose request aiohttp refuses to send (an ``InvalidURL``)."""
+
+    type_name = "sends-to-an-invalid-url"
+    needs_template_ids = False
+
+    async def send(self, message: Message, timeout: float) -> SendResult:
+        return await exchange(self.session, "POST", "http://[broken/", timeout, code="code",
+                              classify=lambda _, code: SendResult.accepted(code))
+
+
+def broken_first(cls: type[Provider]) -> str:
+    return TEST_CONFIG.replace("""\
   - name: aliyun
     type: aliyun
     priority: 1
-""", """\
+""", f"""\
   - name: broken
-    type: test_hardening_send:RaisesBeforeSending
+    type: test_hardening_send:{cls.__name__}
     priority: 0
   - name: aliyun
     type: aliyun
@@ -101,10 +113,13 @@ BROKEN_FIRST = TEST_CONFIG.replace("""\
 """)
 
 
+@pytest.mark.parametrize(("cls", "traceback"), [(RaisesBeforeSending, True),
+                                                (SendsToAnInvalidURL, False)])
 async def test_an_error_before_the_request_leaves_is_ours_not_the_providers(
-    make_gateway: MakeGateway, caplog: pytest.LogCaptureFixture,
+    make_gateway: MakeGateway, caplog: pytest.LogCaptureFixture, cls: type[Provider],
+    traceback: bool,
 ) -> None:
-    gw = await make_gateway(BROKEN_FIRST)
+    gw = await make_gateway(broken_first(cls))
     caplog.set_level(logging.WARNING)
     for _ in range(6):  # on_unknown: stop would answer 202 for an "unknown" outcome
         response = await gw.send("notice", params={"name": "A", "time": "B"})
@@ -118,8 +133,8 @@ async def test_an_error_before_the_request_leaves_is_ours_not_the_providers(
     assert await metric(gw, 'sms_attempts_total{outcome="unknown",provider="broken"}') is None
     assert await metric(gw, 'sms_attempts_total{outcome="not_sent",provider="broken"}') == 6
     ours = [r for r in caplog.records if "broken" in r.getMessage()]
-    assert len(ours) == 6  # logged once per attempt, with the traceback
-    assert all(r.exc_info for r in ours)
+    assert len(ours) == 6  # logged once per attempt, with the traceback of an exception
+    assert all(bool(r.exc_info) is traceback for r in ours)
 
 
 # -- item 9: NaN and Infinity were sent as "NaN" ------------------------------------------------
