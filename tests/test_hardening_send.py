@@ -25,6 +25,7 @@ from gateway.app import create_app
 from gateway.cli import emulated_loader
 from gateway.emulators import EMULATOR_CREDENTIALS, EMULATOR_OPTIONS, EmulatorServer
 from gateway.keys import gateway_key
+from gateway.reload import reload_now
 from providers.aliyun import AliyunProvider
 from providers.base import (
     Delivery,
@@ -337,3 +338,16 @@ async def test_an_answer_without_a_code_means_the_same_from_every_provider(
     assert [(r.delivery, r.health) for r in results] == [expected, expected]
     if status == 429:
         assert [r.retry_after for r in results] == [7.0, 7.0]
+
+
+async def test_a_reload_that_resizes_the_pool_says_it_applies_at_the_next_start(
+    make_gateway: MakeGateway, caplog: pytest.LogCaptureFixture,
+) -> None:
+    gw = await make_gateway(pooled(200, "1s"))
+    gw.config_path.write_text(pooled(50, "2s"))
+    caplog.set_level(logging.WARNING)
+    assert await reload_now(gw.gateway)
+    assert gw.gateway.runtime.config.server.pool_wait == 2.0  # read per send: applied
+    assert [r.getMessage() for r in caplog.records if "pool_size" in r.getMessage()] == [
+        "server.pool_size 50 applies at the next start; the pool keeps 200 connections per "
+        "provider host"]
