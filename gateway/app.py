@@ -26,7 +26,7 @@ from gateway.router import Outcome, Router, Snapshot
 from gateway.runtime import Runtime
 from gateway.validate import SendRequest
 from providers.base import Message
-from providers.http import make_session
+from providers.wire import Pool
 
 if TYPE_CHECKING:
     from gateway.emulators import EmulatorServer
@@ -50,6 +50,7 @@ class Gateway:
         self.emulators = dict(emulators or {})
         self.clock = clock
         self._runtime: Runtime | None = None
+        self._cutoff: asyncio.TimerHandle | None = None
         self.metrics = Metrics(self._breaker_states)
         self.router = Router(self._count_attempt, clock=clock)
         self.records = Records()
@@ -71,16 +72,37 @@ class Gateway:
     def _count_attempt(self, provider: str, outcome: str) -> None:
         self.metrics.attempts.labels(provider, outcome).inc()
 
+    def _count_pool_wait(self, provider: str, seconds: float, granted: bool) -> None:
+        self.metrics.pool_waits.labels(provider).observe(seconds)
+        if not granted:
+            self.metrics.pool_timeouts.labels(provider).inc()
+
+    def _pool_wait(self) -> float:
+        config = self._runtime.config if self._runtime is not None else self.initial_config
+        return config.server.pool_wait
+
     def _count_transition(self, name: str, _old: State, new: State, _reason: str) -> None:
         self.metrics.transitions.labels(name, new.value).inc()
 
     async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
         """cleanup_ctx: the one ClientSession and the providers built on it."""
-        async with make_session() as session:
+        # The pool's size is fixed when the session is made; its wait is read per request.
+        pool = Pool(self.initial_config.server.pool_size, self._pool_wait, self._count_pool_wait)
+        async with pool.session() as session:
             self._runtime = Runtime(self.initial_config, session, clock=self.clock,
                                     on_transition=self._count_transition)
             yield
+            if self._cutoff is not None:
+                self._cutoff.cancel()
             self._runtime = None
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        """The server now waits up to ``shutdown_timeout`` for in-flight sends, then drops their
+        connections: a moment before that, cut them short so every caller gets an answer."""
+        timeout = self.initial_config.server.shutdown_timeout  # the runner's (gateway.cli)
+        loop = asyncio.get_running_loop()
+        self._cutoff = loop.call_later(max(0.0, timeout - min(0.5, timeout / 2)),
+                                       self.router.stop)
 
     # -- auth --------------------------------------------------------------------------------
 
@@ -198,6 +220,7 @@ def create_app(
                       clock=clock)
     app[gateway_key] = gateway
     app.cleanup_ctx.append(gateway.lifecycle)
+    app.on_shutdown.append(gateway.on_shutdown)
     handlers.setup_routes(app)
     dashboard.setup(app)
     if gateway.emulators:

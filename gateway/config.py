@@ -43,6 +43,8 @@ class ServerConfig:
     api_keys: tuple[Secret, ...] = ()
     max_recipients: int = 100
     shutdown_timeout: float = 10.0
+    pool_size: int = 200  # outgoing connections per provider host (read at start)
+    pool_wait: float = 1.0  # longest a send queues for one; nothing was sent if it gives up
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +194,8 @@ def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None) 
 
 
 def _server(check: Checker, node: Node) -> ServerConfig:
-    check.keys(node, "server", ("api_keys", "max_recipients", "shutdown_timeout"))
+    check.keys(node, "server", ("api_keys", "max_recipients", "shutdown_timeout", "pool_size",
+                                "pool_wait"))
     keys = [Secret(k) for k in check.string_list(node, "api_keys", "server", secret=True) if k]
     written = node.get("api_keys")
     for item in written if isinstance(written, list) else [written]:
@@ -205,6 +208,8 @@ def _server(check: Checker, node: Node) -> ServerConfig:
         api_keys=tuple(keys),
         max_recipients=check.integer(node, "max_recipients", "server", 100, minimum=1),
         shutdown_timeout=check.duration(node, "shutdown_timeout", "server", 10.0),
+        pool_size=check.integer(node, "pool_size", "server", 200, minimum=1),
+        pool_wait=check.duration(node, "pool_wait", "server", 1.0, positive=True),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -15,7 +16,9 @@ from gateway.openapi import openapi_json
 from gateway.problems import Problem
 from gateway.records import CONFLICT, Conflict
 from gateway.status import provider_status, ready, recent_sends, status_document
-from gateway.validate import parse_send, read_json
+from gateway.validate import Aborted, parse_send, read_json
+
+log = logging.getLogger(__name__)
 
 # A stored answer is replayed only when the send's outcome is final; 429/502/503 sent nothing,
 # so a retry with the same key must be free to try again.
@@ -25,7 +28,7 @@ _REPLAYABLE = frozenset({200, 202, 422})
 async def send_sms(request: web.Request) -> web.Response:
     """POST /sms (and the seed's POST /api/sms), counted by the status it is answered with."""
     gateway = request.app[gateway_key]
-    status: int | None = 500  # anything unforeseen becomes the middleware's 500
+    status: int | str = 500  # anything unforeseen becomes the middleware's 500
     try:
         response = await _send(request, gateway)
         status = response.status
@@ -33,12 +36,17 @@ async def send_sms(request: web.Request) -> web.Response:
     except (Problem, web.HTTPException) as exc:
         status = exc.status
         raise
+    except Aborted as exc:
+        # The client's doing, like nginx's 499: no traceback, and nobody to read an answer.
+        status = "aborted"
+        log.debug("%s %s: the client closed the connection mid-body (%s)",
+                  request.method, request.path, exc)
+        return web.Response(status=499, reason="Client Closed Request")
     except asyncio.CancelledError:
-        status = None  # the caller went away: nothing was answered
+        status = "aborted"  # the caller went away (handler cancellation): nothing was answered
         raise
     finally:
-        if status is not None:
-            gateway.metrics.requests.labels(str(status)).inc()
+        gateway.metrics.requests.labels(str(status)).inc()
 
 
 async def _send(request: web.Request, gateway: Gateway) -> web.Response:

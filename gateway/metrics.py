@@ -54,4 +54,14 @@ class Metrics:
             "sms_breaker_transitions", "Breaker state changes, by provider and new state",
             ["provider", "state"], registry=self.registry,
         )
+        self.pool_waits = Histogram(
+            "sms_pool_wait_seconds",
+            "Time sends queued for a pooled connection to a provider (only sends that queued)",
+            ["provider"], buckets=(0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.pool_timeouts = Counter(
+            "sms_pool_timeouts", "Sends that gave up queueing for a pooled connection "
+            "(server.pool_wait): nothing was sent", ["provider"], registry=self.registry,
+        )
         self.registry.register(_BreakerCollector(read_breakers))

@@ -23,6 +23,7 @@ from gateway.config import Config, ProviderConfig, TemplateConfig
 from gateway.stats import ProviderStats
 from providers.base import Delivery, Health, Message, Provider, SendResult
 from providers.http import MAX_RETRY_AFTER
+from providers.wire import Wire, guarded
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ class Attempt:
     outcome: str  # accepted | failed | rejected | unknown | skipped
     error: str = ""
     duration_ms: float = 0.0
+    sent: bool = True  # False: failed before the request left the gateway (our fault)
 
     def as_dict(self) -> dict[str, Any]:
         return {"provider": self.provider, "outcome": self.outcome,
@@ -124,7 +126,8 @@ class Outcome:
 
 
 _OUTCOME = {Delivery.ACCEPTED: "accepted", Delivery.SAFE: "failed", Delivery.CALLER: "rejected",
-            Delivery.RCPT_LIMIT: "rejected", Delivery.UNKNOWN: "unknown"}
+            Delivery.RCPT_LIMIT: "rejected", Delivery.UNKNOWN: "unknown",
+            Delivery.NOT_SENT: "failed"}
 
 
 def _seconds(retry_after: float | None) -> float | None:
@@ -146,6 +149,17 @@ class Router:
         self._on_attempt = on_attempt
         self._clock = clock
         self._rand = rand
+        self._stopping = False
+        self._waiting: set[asyncio.Task[Any]] = set()  # tasks awaiting a provider's answer
+        self._cut: set[asyncio.Task[Any]] = set()  # those ``stop`` cancelled
+
+    def stop(self) -> None:
+        """Cut every provider attempt short and start no more, so that each caller is answered
+        (202 unknown if its request left, else 503) before the server drops its connection."""
+        self._stopping = True
+        for task in self._waiting - self._cut:
+            self._cut.add(task)
+            task.cancel()
 
     async def send(self, snapshot: Snapshot, message: Message, template: TemplateConfig,
                    countries: frozenset[str]) -> Outcome:
@@ -154,44 +168,73 @@ class Router:
         attempts: list[Attempt] = []
         for member in plan:
             remaining = deadline - self._clock()
+            if self._stopping:
+                attempts.append(self._skip(member, "the gateway is stopping"))
+                continue
             if remaining <= 0:
                 attempts.append(self._skip(member, "request deadline exceeded"))
                 continue
             timeout = min(member.config.timeout, remaining)
-            # A timed-out attempt reports a moment after ``timeout``: the grace keeps a probe's
-            # slot (and its verdict) until then; only a provider that ignores it loses the slot.
-            permit = member.breaker.acquire(timeout + PROBE_GRACE)
+            # A timed-out attempt reports a moment after ``timeout`` (plus any wait for a pooled
+            # connection): the grace keeps a probe's slot (and its verdict) until then; only a
+            # provider that ignores its timeout loses the slot.
+            permit = member.breaker.acquire(timeout + snapshot.config.server.pool_wait
+                                            + PROBE_GRACE)
             if permit is None:
                 attempts.append(self._skip(member, f"circuit {member.breaker.state.value}"))
                 continue
             started = self._clock()
             try:
-                result = await member.provider.send(message, timeout)
+                result, error = await self._call(member, message, timeout)
             except asyncio.CancelledError:
                 member.breaker.release(permit)  # the caller went away: says nothing of the provider
                 raise
-            except Exception as exc:  # a provider bug must not lose the message
-                log.exception("provider %s raised instead of returning an outcome", member.name)
-                result = SendResult(Delivery.UNKNOWN, Health.FAILURE, type(exc).__name__)
             member.breaker.record(permit, result.health, _seconds(result.retry_after))
             attempt = Attempt(member.name, _OUTCOME[result.delivery], result.reason,
-                              (self._clock() - started) * 1000)
-            self._observe(member, attempt)
+                              (self._clock() - started) * 1000,
+                              sent=result.delivery is not Delivery.NOT_SENT)
+            self._observe(member, attempt, error)
             attempts.append(attempt)
             final = self._conclude(member, result, template, attempts)
             if final is not None:
                 return final
         return self._exhausted(plan, attempts)
 
+    async def _call(self, member: Member, message: Message,
+                    timeout: float) -> tuple[SendResult, Exception | None]:
+        """One provider attempt; a provider bug must not lose the message: an exception
+        becomes an outcome, and so does being cut short by ``stop``."""
+        wire = Wire(member.name)
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiting.add(task)
+        try:
+            return await guarded(wire, member.provider.send(message, timeout))
+        except asyncio.CancelledError:
+            if task not in self._cut or task.uncancel() > 0:
+                raise  # the caller went away (or more than our own cancel)
+            if wire.left:
+                return SendResult(Delivery.UNKNOWN, Health.IGNORED,
+                                  "the gateway stopped before the provider answered"), None
+            return SendResult.not_sent("the gateway is stopping"), None
+        finally:
+            self._waiting.discard(task)
+            self._cut.discard(task)
+
     def _skip(self, member: Member, why: str) -> Attempt:
         attempt = Attempt(member.name, "skipped", why)
         self._observe(member, attempt)
         return attempt
 
-    def _observe(self, member: Member, attempt: Attempt) -> None:
-        member.stats.observe(attempt.outcome, attempt.duration_ms / 1000, attempt.error)
-        self._on_attempt(member.name, attempt.outcome)
-        if attempt.outcome in ("failed", "unknown"):
+    def _observe(self, member: Member, attempt: Attempt, error: Exception | None = None) -> None:
+        """Count and log an attempt, once: with the traceback when the provider raised."""
+        if attempt.sent:  # what never reached the provider says nothing about it
+            member.stats.observe(attempt.outcome, attempt.duration_ms / 1000, attempt.error)
+        self._on_attempt(member.name, attempt.outcome if attempt.sent else "not_sent")
+        if error is not None:
+            log.error("provider %s %s: %s", member.name, attempt.outcome, attempt.error,
+                      exc_info=error)
+        elif attempt.outcome in ("failed", "unknown"):
             log.warning("provider %s %s: %s", member.name, attempt.outcome, attempt.error)
 
     def _conclude(self, member: Member, result: SendResult, template: TemplateConfig,
@@ -216,8 +259,14 @@ class Router:
         if unknown:  # on_unknown: failover, and one of them may have sent it
             return Outcome(202, "unknown", attempts, unknown[-1].provider,
                            reason=unknown[-1].error)
-        if any(a.outcome == "failed" for a in attempts):
+        if self._stopping:
+            return Outcome(503, "unavailable", attempts, retry_after=1.0,
+                           reason="the gateway is stopping; nothing was sent")
+        if any(a.outcome == "failed" and a.sent for a in attempts):
             return Outcome(502, "failed", attempts, reason="every provider tried failed")
+        if any(a.outcome == "failed" for a in attempts):  # none of them left the gateway
+            return Outcome(503, "unavailable", attempts, retry_after=1.0,
+                           reason="the gateway could not send it now; nothing was sent")
         waits = [m.breaker.retry_in() for m in plan]
         retry = max(1.0, math.ceil(min(waits))) if waits else 60.0
         why = "every provider is open or disabled" if plan else "no enabled provider can send it"

@@ -46,6 +46,7 @@ class Runtime:
         self._stats: dict[str, ProviderStats] = {}
         self.snapshot = self._build(config)
         self.reload = ReloadStatus(config.source, time.time())
+        self._pool_size = config.server.pool_size  # the session's pool, sized once
 
     def _build(self, config: Config) -> Snapshot:
         # Providers first: a constructor that raises must leave the running breakers untouched.
@@ -83,6 +84,9 @@ class Runtime:
         """Swap in a validated config; breakers of providers that keep their name survive."""
         self.snapshot = self._build(config)
         self.reload = ReloadStatus(config.source, time.time(), self.reload.generation + 1)
+        if config.server.pool_size != self._pool_size:
+            log.warning("server.pool_size %d applies at the next start; the pool keeps %d "
+                        "connections per provider host", config.server.pool_size, self._pool_size)
 
     def reject(self, error: str) -> None:
         """Record a reload that failed; the running config stays."""

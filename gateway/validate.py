@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import ContentLengthError, PayloadEncodingError
 
 from gateway.config import MAX_BODY_BYTES, Config, TemplateConfig
 from gateway.phones import Number, normalize
@@ -55,10 +57,30 @@ async def read_json(request: web.Request) -> Any:
     except web.HTTPRequestEntityTooLarge:
         raise Problem(413, f"the body is over {MAX_BODY_BYTES} bytes",
                       slug="body-too-large") from None
+    except (ConnectionError, PayloadEncodingError, ContentLengthError) as exc:
+        raise Aborted(type(exc).__name__) from None
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise Problem(400, "the body is not valid JSON", slug="invalid-json") from None
+
+
+class Aborted(Exception):
+    """The client hung up before its body arrived: nobody is left to answer."""
+
+
+def shown(text: str) -> str:
+    """``text`` safe to echo in an answer: a lone surrogate (JSON allows ``"\\ud800"``) would
+    make the response itself unencodable, so it is shown escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _bad(detail: str, errors: list[dict[str, str]] | None = None) -> Problem:
@@ -81,40 +103,46 @@ def _numbers_field(body: dict[str, Any]) -> list[str]:
     return raw
 
 
-def _params_field(body: dict[str, Any]) -> dict[str, str]:
+def _params_field(body: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """The params as text, and the values no provider could be sent (422 problems)."""
     raw = body.get("params", {})
     if raw is None:
-        return {}
+        return {}, []
     if not isinstance(raw, dict):
         raise _bad("'params' must be an object", [{"field": "params", "message": "not an object"}])
-    out = {}
+    out, errors = {}, []
     for key, value in raw.items():
+        name = f"params.{shown(key)}"
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise _bad(f"param {key!r} must be a string or a number",
-                       [{"field": f"params.{key}", "message": "must be a string or a number"}])
+            raise _bad(f"param {shown(key)!r} must be a string or a number",
+                       [{"field": name, "message": "must be a string or a number"}])
+        if isinstance(value, float) and not math.isfinite(value):  # json.loads takes NaN, 1e999
+            errors.append({"field": name, "message": "must be a finite number"})
+        elif isinstance(value, str) and not _encodable(value):
+            errors.append({"field": name,
+                           "message": "cannot be encoded as UTF-8 (a lone surrogate)"})
         out[key] = value if isinstance(value, str) else json.dumps(value)
-    return out
+    return out, errors
 
 
 def parse_send(body: Any, config: Config) -> SendRequest:
     """Check a decoded body against the config; raise Problem with every error found."""
     if not isinstance(body, dict):
         raise _bad("the body must be a JSON object")
-    unknown = [k for k in body if k not in _FIELDS]
+    unknown = [shown(k) for k in body if k not in _FIELDS]
     if unknown:
-        raise _bad(f"unknown field(s): {', '.join(map(str, unknown))}",
-                   [{"field": str(k), "message": "unknown field"} for k in unknown])
+        raise _bad(f"unknown field(s): {', '.join(unknown)}",
+                   [{"field": k, "message": "unknown field"} for k in unknown])
     raw_numbers = _numbers_field(body)
     template_name = body.get("template")
     if not isinstance(template_name, str) or not template_name:
         raise _bad("'template' must be a non-empty string",
                    [{"field": "template", "message": "must be a non-empty string"}])
-    params = _params_field(body)
+    params, errors = _params_field(body)
     limit = config.server.max_recipients
     if len(raw_numbers) > limit:
         raise Problem(413, f"{len(raw_numbers)} numbers; at most {limit} per request",
                       slug="too-many-recipients")
-    errors: list[dict[str, str]] = []
     template = config.templates.get(template_name)
     if template is None:
         known = ", ".join(sorted(config.templates)) or "none"
@@ -122,7 +150,7 @@ def parse_send(body: Any, config: Config) -> SendRequest:
     else:
         errors += [{"field": f"params.{p}", "message": "missing"}
                    for p in template.params if p not in params]
-        errors += [{"field": f"params.{p}", "message": "not a param of this template"}
+        errors += [{"field": f"params.{shown(p)}", "message": "not a param of this template"}
                    for p in params if p not in template.params]
     numbers: dict[str, Number] = {}
     for index, raw in enumerate(raw_numbers):

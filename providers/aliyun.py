@@ -36,14 +36,9 @@ _SAFE = frozenset({  # not sent, provider-side config or our request: fail over
 _LIMIT_WINDOWS = (("分钟级", 60.0), ("小时级", 3600.0), ("天级", 86400.0))
 
 
-def classify(response: WireResponse) -> SendResult:
-    """Translate an Aliyun answer into an outcome (providers.md 1.5-1.7)."""
-    body = response.json()
-    code = body.get("Code") if isinstance(body, dict) else None
-    if not isinstance(code, str):
-        if response.status >= 500 or 200 <= response.status < 300:
-            return SendResult(Delivery.UNKNOWN, Health.FAILURE, f"HTTP {response.status}: no Code")
-        return SendResult(Delivery.SAFE, Health.FAILURE, f"HTTP {response.status}")
+def classify(response: WireResponse, code: str) -> SendResult:
+    """Translate an Aliyun answer and its ``Code`` into an outcome (providers.md 1.5-1.7)."""
+    body = response.fields
     if code == "OK" and response.status == 200:
         biz_id = body.get("BizId")
         return SendResult.accepted(str(biz_id) if biz_id is not None else None)
@@ -101,8 +96,8 @@ class AliyunProvider(Provider):
         secret = self.settings.credentials["access_key_secret"].reveal()
         query = aliyun_sign.signed_query("POST", params, secret)
         url = yarl.URL(f"{self.endpoint}/?{query}", encoded=True)
-        response = await exchange(self.session, "POST", url, timeout)  # empty body, as the SDKs
-        return response if isinstance(response, SendResult) else classify(response)
+        # an empty body, as the SDKs send it
+        return await exchange(self.session, "POST", url, timeout, code="Code", classify=classify)
 
     def describe(self) -> dict[str, Any]:
         return {"endpoint": self.endpoint, "sign_name": self.settings.options.get("sign_name")}

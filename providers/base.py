@@ -24,6 +24,9 @@ class Delivery(enum.Enum):
     CALLER = "rejected"  # the caller's fault (bad number, blocked content): 422, no failover
     RCPT_LIMIT = "rate_limited"  # a per-recipient anti-abuse limit: 429, no failover
     UNKNOWN = "unknown"  # it may have been sent (timeout after the request left, 5xx)
+    # The request never left the gateway (our error, or no pooled connection in time): the
+    # provider knows nothing of it, so another may send it and the breaker learns nothing.
+    NOT_SENT = "not_sent"
 
 
 class Health(enum.Enum):
@@ -52,6 +55,10 @@ class SendResult:
     @classmethod
     def accepted(cls, message_id: str | None) -> SendResult:
         return cls(Delivery.ACCEPTED, Health.SUCCESS, "", message_id)
+
+    @classmethod
+    def not_sent(cls, why: str) -> SendResult:
+        return cls(Delivery.NOT_SENT, Health.IGNORED, f"not sent: {why}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """The one place aiohttp errors become outcomes.
 
 Whether a failed request may have reached the provider decides between "safe to fail over" and
-"maybe sent", so every request records, through aiohttp tracing, whether its headers left.
+"maybe sent", so every request records, through the session's tracing (``providers.wire``),
+whether its headers left and whether it is still queued for a pooled connection.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ import asyncio
 import json
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -20,6 +20,10 @@ import yarl
 from multidict import CIMultiDictProxy
 
 from providers.base import Delivery, Health, SendResult
+from providers.wire import Request, make_session
+
+__all__ = ["MAX_RESPONSE_BYTES", "MAX_RETRY_AFTER", "Classify", "WireResponse", "exchange",
+           "make_session", "retry_after"]
 
 MAX_RESPONSE_BYTES = 256 * 1024  # provider answers are < 2 KiB; anything larger is not an answer
 
@@ -31,48 +35,30 @@ class WireResponse:
     status: int
     headers: CIMultiDictProxy[str]
     body: bytes
+    fields: Mapping[str, Any]  # the body when it is a JSON object, else empty
 
-    def json(self) -> Any:
-        """The body as JSON, or None when it is not JSON."""
+    @classmethod
+    def read(cls, status: int, headers: CIMultiDictProxy[str], body: bytes) -> WireResponse:
         try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError):
-            return None
+            decoded = json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            decoded = None
+        return cls(status, headers, body, decoded if isinstance(decoded, dict) else {})
 
 
-class _Attempt(SimpleNamespace):
-    tracked: bool = False
-    sent: bool = False
+# What a provider's code means: (the answer, the code it carries) -> outcome. Answers without a
+# code never reach it; ``exchange`` classifies those, the same way for every provider.
+Classify = Callable[[WireResponse, str], SendResult]
 
 
-async def _on_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
-    if isinstance(ctx.trace_request_ctx, _Attempt):
-        ctx.trace_request_ctx.tracked = True
-
-
-async def _on_headers_sent(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
-    if isinstance(ctx.trace_request_ctx, _Attempt):
-        ctx.trace_request_ctx.sent = True
-
-
-def tracing() -> aiohttp.TraceConfig:
-    """The trace config the shared session needs so timeouts can be told apart."""
-    config = aiohttp.TraceConfig()
-    config.on_request_start.append(_on_start)
-    config.on_request_headers_sent.append(_on_headers_sent)
-    return config
-
-
-def make_session(limit: int = 200) -> aiohttp.ClientSession:
-    """The app's one outgoing session: pooled, traced, no cookies, no default timeout."""
-    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, ttl_dns_cache=300)
-    return aiohttp.ClientSession(
-        connector=connector,
-        trace_configs=[tracing()],
-        cookie_jar=aiohttp.DummyCookieJar(),
-        timeout=aiohttp.ClientTimeout(total=None),
-        raise_for_status=False,
-    )
+def without_code(response: WireResponse, field: str) -> SendResult:
+    """An answer with no provider code in ``field`` (an HTML error page, a proxy, garbage)."""
+    if response.status == 429:  # Too Many Requests means the same from anyone
+        return SendResult(Delivery.SAFE, Health.THROTTLED, "HTTP 429",
+                          retry_after=retry_after(response.headers))
+    if response.status >= 500 or 200 <= response.status < 300:  # may have been acted on
+        return _maybe(f"HTTP {response.status}: no {field}")
+    return _safe(f"HTTP {response.status}")  # refused before it was processed
 
 
 def _maybe(reason: str) -> SendResult:
@@ -89,13 +75,28 @@ async def exchange(
     url: str | yarl.URL,
     timeout: float,
     *,
+    code: str,
+    classify: Classify,
     headers: Mapping[str, str] | None = None,
     data: Any = None,
-) -> WireResponse | SendResult:
-    """Send one request within ``timeout``; a wire failure comes back as a classified result."""
-    attempt = _Attempt()
+) -> SendResult:
+    """Send one request within ``timeout`` and classify the outcome: wire failures here, an
+    answer without a provider code in its JSON ``code`` field by ``without_code``, an answer
+    with one by the provider's ``classify``."""
+    response = await _request(session, method, url, timeout, headers, data)
+    if isinstance(response, SendResult):
+        return response
+    found = response.fields.get(code)
+    return classify(response, found) if isinstance(found, str) else without_code(response, code)
+
+
+async def _request(session: aiohttp.ClientSession, method: str, url: str | yarl.URL,
+                   timeout: float, headers: Mapping[str, str] | None,
+                   data: Any) -> WireResponse | SendResult:
+    """The answer, or the classified wire failure."""
+    attempt = Request(timeout=timeout)
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout) as attempt.deadline:
             async with session.request(
                 method, url, headers=headers, data=data, allow_redirects=False,
                 trace_request_ctx=attempt,
@@ -104,8 +105,10 @@ async def exchange(
                 if len(body) > MAX_RESPONSE_BYTES:
                     resp.close()  # do not drain a runaway body
                     return _maybe(f"HTTP {resp.status}: response too large")
-                return WireResponse(resp.status, resp.headers, body)
+                return WireResponse.read(resp.status, resp.headers, body)
     except TimeoutError:
+        if attempt.queued_at is not None:  # no pooled connection in time: it never left
+            return SendResult.not_sent("no pooled connection free in time (server.pool_wait)")
         if attempt.tracked and not attempt.sent:
             return _safe("connect timeout")
         return _maybe("timeout")
@@ -117,6 +120,8 @@ async def exchange(
             return _safe(f"connection error: {_short(exc)}")
         return _maybe(f"connection lost: {type(exc).__name__}")
     except aiohttp.ClientError as exc:
+        if not attempt.sent:  # e.g. an invalid URL: ours, and the provider never saw it
+            return SendResult.not_sent(f"client error: {type(exc).__name__}")
         return _maybe(f"client error: {type(exc).__name__}")
 
 

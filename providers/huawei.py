@@ -42,18 +42,12 @@ def _per_number(result: list[Any]) -> SendResult:
     return SendResult(Delivery.UNKNOWN, Health.FAILURE, statuses[0] if statuses else "E000510")
 
 
-def classify(response: WireResponse) -> SendResult:
-    """Translate a Huawei answer into an outcome (providers.md 2.4-2.5)."""
-    body = response.json()
-    code = body.get("code") if isinstance(body, dict) else None
-    if response.status == 429:
+def classify(response: WireResponse, code: str) -> SendResult:
+    """Translate a Huawei answer and its ``code`` into an outcome (providers.md 2.4-2.5)."""
+    if response.status == 429:  # whatever code it carries
         wait = retry_after(response.headers)
         return SendResult(Delivery.SAFE, Health.THROTTLED, "HTTP 429", retry_after=wait)
-    if not isinstance(code, str):
-        if response.status >= 500 or 200 <= response.status < 300:
-            return SendResult(Delivery.UNKNOWN, Health.FAILURE, f"HTTP {response.status}: no code")
-        return SendResult(Delivery.SAFE, Health.FAILURE, f"HTTP {response.status}")
-    result = body.get("result")
+    result = response.fields.get("result")
     if code in ("000000", "E000510") and isinstance(result, list):
         return _per_number(result)
     if code in _CALLER:
@@ -100,9 +94,8 @@ class HuaweiProvider(Provider):
         }
         # Encoded here: aiohttp's FormData does the same urlencode at three times the cost.
         body = urlencode(self.form(message)).encode()
-        response = await exchange(self.session, "POST", f"{self.endpoint}{PATH}", timeout,
-                                  headers=headers, data=body)
-        return response if isinstance(response, SendResult) else classify(response)
+        return await exchange(self.session, "POST", f"{self.endpoint}{PATH}", timeout,
+                              code="code", classify=classify, headers=headers, data=body)
 
     def describe(self) -> dict[str, Any]:
         return {"endpoint": self.endpoint, "sender": self.settings.options.get("sender")}

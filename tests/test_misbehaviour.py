@@ -206,7 +206,7 @@ async def test_a_provider_asking_for_forever_gets_a_day(make_gateway: MakeGatewa
 async def test_a_tls_failure_is_safe_and_named_as_such(aiohttp_server: Any) -> None:
     plain: TestServer = await aiohttp_server(web.Application())  # speaks HTTP, not TLS
     async with make_session() as session:
-        result = await exchange(session, "POST", f"https://127.0.0.1:{plain.port}/", 2.0)
-    assert isinstance(result, SendResult)
+        result = await exchange(session, "POST", f"https://127.0.0.1:{plain.port}/", 2.0,
+                                code="Code", classify=lambda _, code: SendResult.accepted(code))
     assert (result.delivery, result.health) == (Delivery.SAFE, Health.FAILURE)
     assert result.reason == "connect failed: tls: wrong_version_number"  # not an errno's text

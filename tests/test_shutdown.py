@@ -27,10 +27,12 @@ from gateway.emulators import EMULATOR_CREDENTIALS, EmulatorServer
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def config_text(*, shutdown: float, timeout: float, log: Path, endpoint: str) -> str:
+def config_text(*, shutdown: float, timeout: float, log: Path, endpoint: str,
+                pool: int = 200) -> str:
     """One Aliyun provider (secrets from the environment), logging to ``log`` at INFO."""
     return gateway_config(
-        server={"api_keys": [], "max_recipients": 5, "shutdown_timeout": f"{shutdown}s"},
+        server={"api_keys": [], "max_recipients": 5, "shutdown_timeout": f"{shutdown}s",
+                "pool_size": pool, "pool_wait": "60s"},
         logging={"file": str(log), "level": "INFO"},
         defaults={"region": "CN", "timeout": f"{timeout}s", "deadline": f"{timeout}s"},
         templates=("notice",),
@@ -58,6 +60,12 @@ class Running:
                  for _ in range(count)]
         await until(lambda: self.emulator.state.counters["requests"] >= count, 10)
         return tasks
+
+    async def sending(self, session: aiohttp.ClientSession, count: int) -> bool:
+        """Whether the gateway has ``count`` sends in flight (its records say so)."""
+        async with session.get(f"{self.url}/status?recent=1") as response:
+            recent = (await response.json())["recent"]
+        return sum(r["status"] == "pending" for r in recent) >= count
 
     async def refuses_connections(self) -> bool:
         try:
@@ -90,12 +98,12 @@ async def start(tmp_path: Path) -> AsyncIterator[Start]:
     await emulator.start()
     processes: list[asyncio.subprocess.Process] = []
 
-    async def run(*, shutdown: float, timeout: float = 10.0) -> Running:
+    async def run(*, shutdown: float, timeout: float = 10.0, pool: int = 200) -> Running:
         port = free_port()
         log = tmp_path / "gateway.log"
         config = tmp_path / "config.yaml"
         config.write_text(config_text(shutdown=shutdown, timeout=timeout, log=log,
-                                      endpoint=emulator.url))
+                                      endpoint=emulator.url, pool=pool))
         creds = EMULATOR_CREDENTIALS["aliyun"]
         env = {**os.environ, "PYTHONPATH": str(ROOT),
                "ALIYUN_ACCESS_KEY_ID": creds["access_key_id"],
@@ -148,18 +156,28 @@ async def test_sigterm_with_100_sends_in_flight_answers_them_all(start: Start) -
     assert "SIGTERM: stopping" in log and "stopped" in log
 
 
-async def test_the_drain_is_capped_by_shutdown_timeout(start: Start) -> None:
-    gw = await start(shutdown=1, timeout=30)
+async def test_the_drain_is_capped_by_shutdown_timeout_and_every_caller_is_answered(
+        start: Start) -> None:
+    # One connection to the provider: one send is at the provider, four queue for the connection.
+    gw = await start(shutdown=1, timeout=30, pool=1)
     await gw.emulator.apply("hang")  # these sends would take 30 s
     async with aiohttp.ClientSession() as session:
-        tasks = await gw.in_flight(5, session)
+        held = await gw.in_flight(1, session)
+        queued = [asyncio.create_task(session.post(f"{gw.url}/sms", json=BODY))
+                  for _ in range(4)]
+        await until(lambda: gw.sending(session, 5), 10)  # all five are in the gateway
         signalled = time.monotonic()
         gw.process.send_signal(signal.SIGTERM)
         assert await gw.exit_code(within=5) == 0
         assert time.monotonic() - signalled < 1 + 1.5
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-    # Cut off at the deadline: the callers see the connection close, not an answer.
-    assert all(isinstance(r, aiohttp.ClientError) for r in results)
+        responses = await asyncio.gather(*held, *queued)
+        bodies = [await r.json() for r in responses]
+    # Cut off at the deadline, each caller still gets an answer: the one whose request reached
+    # the provider may have been sent (202 unknown); the ones that never left get a 503.
+    assert responses[0].status == 202 and bodies[0]["status"] == "unknown", bodies[0]
+    assert [r.status for r in responses[1:]] == [503] * 4, bodies[1:]
+    assert all(r.headers["Retry-After"] == "1" for r in responses[1:])
+    assert gw.emulator.state.counters["requests"] == 1
 
 
 async def test_a_second_sigterm_during_a_long_drain_exits_at_once(start: Start) -> None:
