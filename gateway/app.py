@@ -24,6 +24,7 @@ from gateway.problems import Problem, json_reply, problem_body, problem_middlewa
 from gateway.records import IdempotencyStore, Records, SendRecord
 from gateway.router import Outcome, Router, Snapshot
 from gateway.runtime import Runtime
+from gateway.serving import body_deadline
 from gateway.validate import SendRequest
 from providers.base import Message
 from providers.http import make_session
@@ -191,7 +192,8 @@ def create_app(
     """Build the app; nothing starts until it runs (session, providers, config watcher)."""
     from gateway import dashboard, handlers, reload
 
-    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[problem_middleware, body_deadline],
+                          client_max_size=MAX_BODY_BYTES)
     if config_path is not None:
         config_path = config_path.resolve()  # the watcher matches changes by this path
     gateway = Gateway(config, config_path=config_path, loader=loader, emulators=emulators,
@@ -207,3 +209,8 @@ def create_app(
     if watch and config_path is not None and loader is not None:
         app.cleanup_ctx.append(reload.watcher)
     return app
+
+
+def create_app_by_config(config: Config) -> web.Application:
+    """The seed's factory name, for code written against the seed: ``create_app(config)``."""
+    return create_app(config)
