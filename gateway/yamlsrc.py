@@ -131,14 +131,32 @@ def parse(text: str) -> Any:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 0
         if exc.context == "while scanning a simple key" and exc.context_mark:
             # A key missing its colon: the scanner notices on the next token, which may be
             # lines further down (past blank lines and comments); the key is the typo.
-            mark = exc.context_mark
-        line = mark.line + 1 if mark else 0
+            line = exc.context_mark.line + 1
+        elif exc.problem == "mapping values are not allowed here" and line:
+            line = _scalar_start(text.splitlines(), line)
         raise YamlSyntaxError(line, f"{exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(0, str(exc)) from None
+
+
+def _scalar_start(lines: list[str], line: int) -> int:
+    """``key value`` (colon forgotten) above ``other: x`` reads as one plain scalar spanning
+    both lines, and the error points at the second line's colon: the typo is where the
+    scalar starts, the first line above at the same indent that has no colon."""
+    indent = len(lines[line - 1]) - len(lines[line - 1].lstrip())
+    start = line
+    for number in range(line - 1, 0, -1):
+        above = lines[number - 1]
+        if not above.strip() or above.lstrip().startswith("#"):
+            continue
+        if len(above) - len(above.lstrip()) != indent or ":" in above:
+            break
+        start = number
+    return start
 
 
 def tag(tree: Any, file: str) -> None:
