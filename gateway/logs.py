@@ -170,8 +170,9 @@ def setup_console(level: str | None = None) -> None:
     logging.getLogger().setLevel(writer.override or "INFO")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # watchfiles logs every raw file event at DEBUG; with the log file in the watched folder,
-    # each of its lines would be an event, logged, written, an event... forever.
-    logging.getLogger("watchfiles").setLevel(logging.INFO)
+    # each of its lines would be an event, logged, written, an event... forever. Its INFO
+    # line per change repeats the gateway's own "config reloaded".
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
 
 def setup_file(config: LoggingConfig, level: str | None = None) -> Path | None:
