@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import os
+import resource
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
@@ -96,6 +97,21 @@ class CappedSite(web.TCPSite):
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             self._protocol, self._host, self._port, reuse_address=True)
+
+
+FD_HEADROOM = 128  # descriptors kept for provider connections, log files, the watcher
+
+
+def _within_fd_limit(wanted: int) -> int:
+    """The cap, lowered (with a warning) to fit the process's open-file limit: past it, every
+    accept fails and the cap would protect nothing."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or wanted + FD_HEADROOM <= soft:
+        return wanted
+    fitted = max(1, soft - FD_HEADROOM)
+    log.warning("server.max_connections %d does not fit the open-file limit (ulimit -n %d): "
+                "serving at most %d connections", wanted, soft, fitted)
+    return fitted
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -206,7 +222,7 @@ async def _run(app: web.Application, config: Config, args: argparse.Namespace,
         "aiohttp.access"), shutdown_timeout=config.server.shutdown_timeout,
         keepalive_timeout=config.server.header_timeout)
     await runner.setup()
-    site = CappedSite(runner, args.host, args.port, config.server.max_connections)
+    site = CappedSite(runner, args.host, args.port, _within_fd_limit(config.server.max_connections))
     try:
         await site.start()
     except OSError as exc:

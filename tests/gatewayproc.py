@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -89,15 +90,22 @@ async def ready(url: str, within: float = 30.0) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running(config: Path, *args: str, console: Path) -> AsyncIterator[Gateway]:
+async def running(config: Path, *args: str, console: Path, cwd: Path = ROOT,
+                  open_files: int | None = None) -> AsyncIterator[Gateway]:
     """Start ``python -m gateway --config CONFIG ARGS`` and stop it (SIGTERM) afterwards;
-    its console output goes to the file ``console`` (a pipe nobody reads could fill up)."""
+    its console output goes to the file ``console`` (a pipe nobody reads could fill up).
+    ``open_files`` lowers the process's ``ulimit -n``."""
     port = free_port()
+
+    def limit() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     with console.open("ab") as out:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", "--config", str(config), "--port", str(port),
-            *args, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=out, stderr=out)
+            *args, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=out, stderr=out, preexec_fn=limit)
     url = f"http://127.0.0.1:{port}"
     try:
         waiting = asyncio.ensure_future(ready(url))

@@ -145,7 +145,7 @@ async def test_a_relative_log_file_is_beside_the_config_wherever_it_starts(
     config = folder / "config.yaml"
     config.write_text(sandbox_config(logging="  file: logs/gateway.log"))
     assert run_cli("--config", str(config), "--check", cwd=Path("/")).returncode == 0
-    async with running(config, console=tmp_path / "console.log"):
+    async with running(config, console=tmp_path / "console.log", cwd=Path("/")):
         pass
     assert "sms-gateway" in (folder / "logs" / "gateway.log").read_text()
 

@@ -120,3 +120,20 @@ async def test_a_flood_of_identical_log_lines_is_held_back(tmp_path: Path) -> No
     assert text.count("server.max_connections reached") <= 6  # 5 lines and one summary
     summary = re.search(r"repeated (\d+) more times .*max_connections reached", text)
     assert summary and int(summary.group(1)) >= 55  # (a retried POST may add one)
+
+
+async def test_the_cap_fits_the_open_file_limit(tmp_path: Path) -> None:
+    """1,000 allowed but 200 descriptors: without fitting the cap, idle sockets would use up
+    the descriptors and every accept would fail (and log) until they leave."""
+    config = _write(tmp_path, "  max_connections: 1000\n  header_timeout: 30s")
+    log = tmp_path / "gateway.log"
+    async with running(config, console=tmp_path / "console.log", open_files=200) as gw:
+        idle = [await _connect(gw) for _ in range(150)]
+        last = await _answer(idle[-1][0])  # over the fitted cap: a 503, and closed
+        for _, writer in idle:
+            writer.close()
+        assert last.startswith(b"HTTP/1.1 503")
+        assert await _post(gw) == 200
+    text = log.read_text()
+    assert "does not fit the open-file limit (ulimit -n 200): serving at most 72" in text
+    assert "accept" not in text.lower()  # no accept error, let alone a flood of them
