@@ -29,6 +29,7 @@ async def reload_now(gateway: Gateway) -> bool:
 
 async def _reload(gateway: Gateway, loader: Callable[[], Config]) -> bool:
     runtime = gateway.runtime
+    before = runtime.config.server
     try:
         # Off the loop: reading and checking a large or hostile file must not stall sends.
         config = await asyncio.to_thread(loader)
@@ -45,7 +46,15 @@ async def _reload(gateway: Gateway, loader: Callable[[], Config]) -> bool:
     await asyncio.to_thread(apply_logging)  # drains queued lines into the old outputs first
     gateway.metrics.reloads.labels("applied").inc()
     log.info("config reloaded from %s (generation %d)", config.source, runtime.reload.generation)
+    later = [f"server.{key}" for key in AT_START
+             if getattr(before, key) != getattr(config.server, key)]
+    if later:
+        log.warning("%s changed: applied at the next start (the socket is already open)",
+                    ", ".join(later))
     return True
+
+
+AT_START = ("header_timeout", "max_connections")  # read when the socket opens
 
 
 def config_files(path: Path) -> Callable[[Change, str], bool]:

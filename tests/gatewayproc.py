@@ -98,14 +98,14 @@ async def running(config: Path, *args: str, console: Path, cwd: Path = ROOT,
     port = free_port()
 
     def limit() -> None:
-        if open_files is not None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+        assert open_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
 
     with console.open("ab") as out:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", "--config", str(config), "--port", str(port),
             *args, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=out, stderr=out, preexec_fn=limit)
+            stdout=out, stderr=out, preexec_fn=limit if open_files else None)
     url = f"http://127.0.0.1:{port}"
     try:
         waiting = asyncio.ensure_future(ready(url))
