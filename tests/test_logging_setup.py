@@ -106,3 +106,16 @@ async def test_gunicorn_serves_the_app_factory(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.wait(), 30)
     assert "sms-gateway worker" in (tmp_path / "gateway.log").read_text()
+
+
+async def test_log_level_from_the_command_line_outlives_reloads(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(sandbox_config(logging="  file: first.log\n  level: INFO"))
+    second = tmp_path / "second.log"
+    async with running(config, "--log-level", "WARNING", console=tmp_path / "console.log") as gw:
+        config.write_text(sandbox_config("  max_connections: 50",
+                                         "  file: second.log\n  level: DEBUG"))
+        gw.signal(signal.SIGHUP)
+        await until(lambda: second.exists() and "applied at the next start" in second.read_text())
+    text = second.read_text()
+    assert "WARNING" in text and "INFO" not in text and "DEBUG" not in text
