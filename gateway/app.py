@@ -17,6 +17,7 @@ from aiohttp import web
 
 from gateway.breaker import State
 from gateway.config import MAX_BODY_BYTES, Config
+from gateway.connections import body_deadline
 from gateway.keys import gateway_key
 from gateway.metrics import Metrics
 from gateway.phones import mask
@@ -24,7 +25,6 @@ from gateway.problems import Problem, json_reply, problem_body, problem_middlewa
 from gateway.records import IdempotencyStore, Records, SendRecord
 from gateway.router import Outcome, Router, Snapshot
 from gateway.runtime import Runtime
-from gateway.serving import body_deadline
 from gateway.validate import SendRequest
 from providers.base import Message
 from providers.http import make_session

@@ -24,10 +24,10 @@ from gateway.serving import (  # re-exported: tests and bench import them from h
     serve,
 )
 
-__all__ = ["EXIT_CONFIG", "emulated_loader", "emulation_for", "main", "parse_args"]
+__all__ = ["EXIT_CONFIG", "_loop_factory", "emulated_loader", "emulation_for", "main",
+           "parse_args"]
 
 log = logging.getLogger("gateway")
-
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -1,4 +1,4 @@
-"""Serving: the app on a socket with a connection cap and read deadlines, until a signal."""
+"""Serving: config, logging file, the app on a capped socket, until a signal."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import asyncio
 import gc
 import logging
 import os
-import resource
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,10 +16,10 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from gateway import __version__
-from gateway.config import MAX_BODY_BYTES, Config, ConfigError, Emulation, load_config
+from gateway.config import Config, ConfigError, Emulation, load_config
+from gateway.connections import CappedSite, within_fd_limit
 from gateway.keys import gateway_key
 from gateway.logs import flush_logs, setup_file
-from gateway.problems import Problem
 
 if TYPE_CHECKING:
     from gateway.emulators import EmulatorServer
@@ -28,111 +27,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway")
 
 EXIT_CONFIG = 2
-
-_BUSY = b"too many open connections\n"
-_REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\n"
-            b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(_BUSY), _BUSY))
-
-
-class _Refuse(asyncio.Protocol):
-    """Over the cap: a short 503 and close, so the descriptor is freed at once."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        log.warning("connection refused: server.max_connections reached")
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(_REFUSAL)
-        transport.close()
-
-
-class _Counted(asyncio.Protocol):
-    """Passes everything to aiohttp's handler; tells the site when the connection is gone."""
-
-    def __init__(self, inner: asyncio.Protocol, site: CappedSite) -> None:
-        self.inner = inner
-        self._site = site
-        site.open += 1  # counted from accept, before connection_made: a burst cannot overshoot
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.inner.connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
-
-    def pause_writing(self) -> None:
-        self.inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.inner.resume_writing()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._site.open -= 1
-        self.inner.connection_lost(exc)
-
-
-class CappedSite(web.TCPSite):
-    """A TCP site that serves at most ``max_connections`` connections at once.
-
-    Without a cap, idle or byte-a-second clients exhaust the process's file descriptors and
-    every ``accept`` then fails; over the cap a connection gets a 503 and is closed.
-    """
-
-    def __init__(self, runner: web.BaseRunner, host: str, port: int,
-                 max_connections: int) -> None:
-        super().__init__(runner, host, port)
-        self.max_connections = max_connections
-        self.open = 0
-
-    def _protocol(self) -> asyncio.Protocol:
-        if self.open >= self.max_connections:
-            return _Refuse()
-        server = self._runner.server
-        assert server is not None
-        return _Counted(server(), self)
-
-    async def start(self) -> None:
-        await web.BaseSite.start(self)  # registers the site with the runner
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._protocol, self._host, self._port, reuse_address=True)
-
-
-FD_HEADROOM = 128  # descriptors kept for provider connections, log files, the watcher
-
-
-def _within_fd_limit(wanted: int) -> int:
-    """The cap, lowered (with a warning) to fit the process's open-file limit: past it, every
-    accept fails and the cap would protect nothing."""
-    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or wanted + FD_HEADROOM <= soft:
-        return wanted
-    fitted = max(1, soft - FD_HEADROOM)
-    log.warning("server.max_connections %d does not fit the open-file limit (ulimit -n %d): "
-                "serving at most %d connections", wanted, soft, fitted)
-    return fitted
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def body_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Read the whole body within server.body_timeout, or answer 408: a byte-a-second body
-    would hold a connection (and a descriptor) for as long as the client likes."""
-    declared = request.content_length
-    # A declared size over the limit is refused by the handler before any byte is read.
-    if request.body_exists and (declared is None or declared <= MAX_BODY_BYTES):
-        timeout = request.app[gateway_key].runtime.config.server.body_timeout
-        try:
-            async with asyncio.timeout(timeout):
-                await request.read()  # kept by aiohttp: the handler's read() is free
-        except TimeoutError:
-            raise Problem(408, f"the request body did not arrive within {timeout:g}s",
-                          slug="request-timeout") from None
-    return await handler(request)
-
 
 def emulation_for(urls: Mapping[str, str]) -> Emulation:
     """Point aliyun/huawei providers at emulators, with emulator credentials where unset."""
@@ -222,7 +116,8 @@ async def _run(app: web.Application, config: Config, args: argparse.Namespace,
         "aiohttp.access"), shutdown_timeout=config.server.shutdown_timeout,
         keepalive_timeout=config.server.header_timeout)
     await runner.setup()
-    site = CappedSite(runner, args.host, args.port, _within_fd_limit(config.server.max_connections))
+    site = CappedSite(runner, args.host, args.port, header_timeout=config.server.header_timeout,
+                      max_connections=within_fd_limit(config.server.max_connections))
     try:
         await site.start()
     except OSError as exc:

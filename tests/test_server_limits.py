@@ -13,7 +13,10 @@ import signal
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
 from gatewayproc import SEND, Gateway, running, sandbox_config, until
+
+from gateway.connections import CappedSite
 
 
 async def _connect(gw: Gateway) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -137,3 +140,33 @@ async def test_the_cap_fits_the_open_file_limit(tmp_path: Path) -> None:
     text = log.read_text()
     assert "does not fit the open-file limit (ulimit -n 200): serving at most 72" in text
     assert "accept" not in text.lower()  # no accept error, let alone a flood of them
+
+
+async def test_the_site_times_out_first_headers_on_any_aiohttp() -> None:
+    """The site's own first-request deadline, with aiohttp's idle timer out of the way (older
+    aiohttp versions arm that timer only after a first response)."""
+    app = web.Application()
+    app.router.add_get("/", _hello)
+    runner = web.AppRunner(app, keepalive_timeout=3600)
+    await runner.setup()
+    site = CappedSite(runner, "127.0.0.1", 0, max_connections=10, header_timeout=0.5)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        idle_reader, idle = await asyncio.open_connection("127.0.0.1", port)
+        slow_reader, slow = await asyncio.open_connection("127.0.0.1", port)
+        slow.write(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        fast_reader, fast = await asyncio.open_connection("127.0.0.1", port)
+        fast.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert (await _answer(fast_reader)).startswith(b"HTTP/1.1 200")
+        assert await _answer(idle_reader) == b""  # closed by the site, nothing sent
+        assert await _answer(slow_reader) == b""
+        for writer in (idle, slow, fast):
+            writer.close()
+        await until(lambda: site.open == 0)
+    finally:
+        await runner.cleanup()
+
+
+async def _hello(_request: web.Request) -> web.Response:
+    return web.Response(text="hello")
