@@ -15,10 +15,12 @@ import aiohttp
 import pytest
 from gatewayproc import ROOT, SEND, free_port, ready, running, sandbox_config, until
 from pytest_aiohttp import AiohttpClient
+from watchfiles import Change
 
 from gateway.app import create_app_by_config
 from gateway.config import parse_config
 from gateway.logrepeat import RepeatLimiter
+from gateway.reload import config_files
 
 
 def test_importing_the_gateway_sets_nothing_up() -> None:
@@ -119,3 +121,12 @@ async def test_log_level_from_the_command_line_outlives_reloads(tmp_path: Path) 
         await until(lambda: second.exists() and "applied at the next start" in second.read_text())
     text = second.read_text()
     assert "WARNING" in text and "INFO" not in text and "DEBUG" not in text
+
+
+def test_the_watcher_filter_passes_the_config_and_its_overlays_only(tmp_path: Path) -> None:
+    relevant = config_files(tmp_path / "config.yaml")
+    for name, passes in [("config.yaml", True), ("config.prod.yaml", True),
+                         ("gateway.log", False), ("config.yaml.swp", False),
+                         ("other.yaml", False)]:
+        assert relevant(Change.modified, str(tmp_path / name)) is passes, name
+    assert not relevant(Change.modified, str(tmp_path / "logs" / "config.yaml"))
