@@ -19,8 +19,8 @@ import uuid
 import aiohttp
 from aiohttp import web
 
-from gateway.cli import _loop_factory, _tune_gc
 from gateway.emulators import EMULATOR_CREDENTIALS, EMULATOR_OPTIONS
+from gateway.serving import _loop_factory, _tune_gc
 from providers.aliyun import AliyunProvider
 from providers.base import Delivery, Message, ProviderSettings, Secret
 

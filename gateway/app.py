@@ -17,6 +17,7 @@ from aiohttp import web
 
 from gateway.breaker import State
 from gateway.config import MAX_BODY_BYTES, Config
+from gateway.connections import body_deadline
 from gateway.keys import gateway_key
 from gateway.metrics import Metrics
 from gateway.phones import mask
@@ -213,7 +214,8 @@ def create_app(
     """Build the app; nothing starts until it runs (session, providers, config watcher)."""
     from gateway import dashboard, handlers, reload
 
-    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[problem_middleware, body_deadline],
+                          client_max_size=MAX_BODY_BYTES)
     if config_path is not None:
         config_path = config_path.resolve()  # the watcher matches changes by this path
     gateway = Gateway(config, config_path=config_path, loader=loader, emulators=emulators,
@@ -230,3 +232,8 @@ def create_app(
     if watch and config_path is not None and loader is not None:
         app.cleanup_ctx.append(reload.watcher)
     return app
+
+
+def create_app_by_config(config: Config) -> web.Application:
+    """The seed's factory name, for code written against the seed: ``create_app(config)``."""
+    return create_app(config)

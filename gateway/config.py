@@ -10,8 +10,19 @@ from typing import Any, Literal
 
 import phonenumbers
 
+from gateway.endpoints import endpoint_problem
 from gateway.schema import Checker, ConfigError, ConfigProblem
-from gateway.yamlsrc import Node, Seq, YamlSyntaxError, parse, read, substitute
+from gateway.yamlsrc import (
+    Node,
+    Seq,
+    YamlSyntaxError,
+    merge,
+    parse,
+    read,
+    shown,
+    substitute,
+    tag,
+)
 from providers import resolve_provider_class
 from providers.base import Provider, ProviderSettings, Secret
 
@@ -45,6 +56,9 @@ class ServerConfig:
     shutdown_timeout: float = 10.0
     pool_size: int = 200  # outgoing connections per provider host (read at start)
     pool_wait: float = 1.0  # longest a send queues for one; nothing was sent if it gives up
+    header_timeout: float = 10.0  # a request's headers, from connect or the previous response
+    body_timeout: float = 30.0  # a request's whole body, once its headers are in
+    max_connections: int = 1000  # open client connections; more get a 503 and are closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,20 +136,35 @@ class Emulation:
     options: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
+def profile_path(path: Path, profile: str) -> Path:
+    """``config.yaml`` + ``prod`` -> ``config.prod.yaml`` beside it."""
+    return path.with_name(f"{path.stem}.{profile}{path.suffix}")
+
+
 def load_config(
     path: str | Path,
     env: Mapping[str, str] | None = None,
     emulation: Emulation | None = None,
+    profile: str | None = None,
 ) -> Config:
-    """Read, substitute and validate a config file; raise ConfigError listing every problem."""
+    """Read, substitute and validate a config file; raise ConfigError listing every problem.
+
+    With ``profile``, ``config.PROFILE.yaml`` (when present) is deep-merged over the file:
+    mappings merge key by key, lists and scalars replace. Relative paths in the config are
+    relative to the config file's folder.
+    """
     path = Path(path)
-    try:
-        text = read(path)
-    except FileNotFoundError:
-        raise ConfigError([ConfigProblem(str(path), 0, "", "file not found")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([ConfigProblem(str(path), 0, "", f"cannot read: {exc}")]) from None
-    return parse_config(text, str(path), env=env, emulation=emulation)
+    raw = _parse(_read(path), str(path))
+    overlay = profile_path(path, profile) if profile else None
+    if overlay is not None and overlay.exists():
+        over = _parse(_read(overlay), str(overlay))
+        if over is not None:
+            if not isinstance(over, Node) or not isinstance(raw, Node | None):
+                raise ConfigError([ConfigProblem(str(overlay), getattr(over, "line", 1), "",
+                                                 "the top level must be a mapping")])
+            tag(over, str(overlay))
+            raw = merge(raw if raw is not None else _empty_node(), over)
+    return _validate(raw, str(path), env, emulation, path.resolve().parent)
 
 
 def parse_config(
@@ -145,18 +174,40 @@ def parse_config(
     emulation: Emulation | None = None,
 ) -> Config:
     """Validate YAML text; ``source`` names the file in errors."""
+    return _validate(_parse(text, source), source, env, emulation, Path(source).parent)
+
+
+def _read(path: Path) -> str:
     try:
-        raw = parse(text)
+        return read(path)
+    except FileNotFoundError:
+        raise ConfigError([ConfigProblem(str(path), 0, "", "file not found")]) from None
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or too large
+        raise ConfigError([ConfigProblem(str(path), 0, "", f"cannot read: {exc}")]) from None
+
+
+def _parse(text: str, source: str) -> Any:
+    try:
+        return parse(text)
     except YamlSyntaxError as exc:
         raise ConfigError([ConfigProblem(source, exc.line, "", f"invalid YAML: {exc}")]) from None
+
+
+def _empty_node() -> Node:
+    node = Node()
+    node.key_lines = {}
+    return node
+
+
+def _validate(raw: Any, source: str, env: Mapping[str, str] | None,
+              emulation: Emulation | None, base: Path) -> Config:
     if raw is None:
-        raw = Node()
-        raw.key_lines = {}
+        raw = _empty_node()
     check = Checker(source, env)
     if not isinstance(raw, Node):
         check.problem(getattr(raw, "line", 1), "", "the top level must be a mapping")
         raise ConfigError(check.problems)
-    config = _build(check, raw, source, emulation)
+    config = _build(check, raw, source, emulation, base)
     if check.problems:
         raise ConfigError(check.problems)
     return config
@@ -165,10 +216,11 @@ def parse_config(
 _TOP = ("server", "logging", "defaults", "templates", "providers", "routes")
 
 
-def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None) -> Config:
+def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None,
+           base: Path) -> Config:
     check.keys(raw, "", _TOP)
     server = _server(check, check.mapping(raw, "server"))
-    logging_ = _logging(check, check.mapping(raw, "logging"))
+    logging_ = _logging(check, check.mapping(raw, "logging"), base)
     defaults = check.mapping(raw, "defaults")
     check.keys(defaults, "defaults", ("region", "timeout", "deadline", "breaker"))
     breaker = _breaker(check, check.mapping(defaults, "breaker", "defaults"), "defaults.breaker",
@@ -176,7 +228,7 @@ def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None) 
     region = check.string(defaults, "region", "defaults", "CN").upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
         check.problem(defaults.line_of("region"), "defaults.region",
-                      f"unknown region {region!r}; use an ISO 3166 code such as CN or US")
+                      f"unknown region {shown(region)}; use an ISO 3166 code such as CN or US")
     timeout = check.duration(defaults, "timeout", "defaults", 5.0, positive=True)
     deadline = check.duration(defaults, "deadline", "defaults", 15.0, positive=True)
     templates = _templates(check, check.mapping(raw, "templates"))
@@ -195,8 +247,9 @@ def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None) 
 
 def _server(check: Checker, node: Node) -> ServerConfig:
     check.keys(node, "server", ("api_keys", "max_recipients", "shutdown_timeout", "pool_size",
-                                "pool_wait"))
-    keys = [Secret(k) for k in check.string_list(node, "api_keys", "server", secret=True) if k]
+                                "pool_wait", "header_timeout", "body_timeout", "max_connections"))
+    keys = [Secret(k) for k in check.string_list(node, "api_keys", "server", secret=True,
+                                                      unset_ok=True) if k]
     written = node.get("api_keys")
     for item in written if isinstance(written, list) else [written]:
         unset = substitute(item, check.env).missing if isinstance(item, str) else []
@@ -210,10 +263,13 @@ def _server(check: Checker, node: Node) -> ServerConfig:
         shutdown_timeout=check.duration(node, "shutdown_timeout", "server", 10.0),
         pool_size=check.integer(node, "pool_size", "server", 200, minimum=1),
         pool_wait=check.duration(node, "pool_wait", "server", 1.0, positive=True),
+        header_timeout=check.duration(node, "header_timeout", "server", 10.0, positive=True),
+        body_timeout=check.duration(node, "body_timeout", "server", 30.0, positive=True),
+        max_connections=check.integer(node, "max_connections", "server", 1000, minimum=1),
     )
 
 
-def _logging(check: Checker, node: Node) -> LoggingConfig:
+def _logging(check: Checker, node: Node, base: Path) -> LoggingConfig:
     check.keys(node, "logging", ("level", "file", "max_bytes", "backups"))
     level = check.string(node, "level", "logging", "INFO").upper()
     if level not in LEVELS:
@@ -223,7 +279,7 @@ def _logging(check: Checker, node: Node) -> LoggingConfig:
     if "file" in node:
         file = None if node["file"] in (None, "") else check.string(node, "file", "logging")
     return LoggingConfig(
-        level=level, file=file,
+        level=level, file=str(base / file) if file else None,  # absolute stays absolute
         max_bytes=check.integer(node, "max_bytes", "logging", 5_000_000, minimum=1024),
         backups=check.integer(node, "backups", "logging", 5, minimum=0),
     )
@@ -296,7 +352,7 @@ def _providers(
             continue
         if provider.name in seen:
             check.problem(spec.line_of("name"), f"providers[{index}].name",
-                          f"duplicate provider name {provider.name!r}")
+                          f"duplicate provider name {shown(provider.name)}")
             continue
         seen.add(provider.name)
         out.append(provider)
@@ -325,7 +381,7 @@ def _provider(
     check.keys(creds, f"{path}.credentials", cls.credential_keys)
     credentials: dict[str, Secret] = {}
     for key in cls.credential_keys:
-        value = check.string(creds, key, f"{path}.credentials", secret=True)
+        value = check.string(creds, key, f"{path}.credentials", secret=True, unset_ok=True)
         value = value or fills.credentials.get(key, "")
         if not value:
             line = creds.line_of(key) if key in creds else spec.line_of("credentials")
@@ -333,8 +389,8 @@ def _provider(
         credentials[key] = Secret(value)
     options: dict[str, Any] = {}
     for key in (*cls.required_options, *cls.optional_options):
-        value = check.string(spec, key, path) or fills.options.get(key, "")
-        if key in cls.required_options and not value:
+        value = check.string(spec, key, path, unset_ok=True) or fills.options.get(key, "")
+        if not value and (key in cls.required_options or _names_unset(check, spec.get(key))):
             check.missing(spec.line_of(key), f"{path}.{key}", spec.get(key))
         if value:
             options[key] = value
@@ -345,11 +401,12 @@ def _provider(
     for logical in mapped:
         if logical not in templates:
             check.problem(tmpl_node.line_of(logical), f"{path}.templates.{logical}",
-                          f"no template {logical!r} is defined under 'templates'")
+                          f"no template {shown(logical)} is defined under 'templates'")
     endpoint = check.string(spec, "endpoint", path) or None
-    if endpoint and not endpoint.startswith(("http://", "https://")):
-        check.problem(spec.line_of("endpoint"), f"{path}.endpoint",
-                      "must be an http:// or https:// URL")
+    if endpoint:
+        refused = endpoint_problem(endpoint)
+        if refused:
+            check.problem(spec.line_of("endpoint"), f"{path}.endpoint", refused)
     if fills.endpoint:
         endpoint = fills.endpoint
     settings = ProviderSettings(name, type_, endpoint, credentials, mapped, options)
@@ -361,6 +418,10 @@ def _provider(
         timeout=check.duration(spec, "timeout", path, timeout, positive=True),
         breaker=_breaker(check, check.mapping(spec, "breaker", path), f"{path}.breaker", breaker),
     )
+
+
+def _names_unset(check: Checker, raw: Any) -> bool:
+    return isinstance(raw, str) and bool(substitute(raw, check.env).missing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,7 +465,8 @@ def _routes(
         for name in names:
             if name not in by_name:
                 check.problem(spec.line_of("providers"), f"{path}.providers",
-                              f"unknown provider {name!r}; known: {', '.join(by_name) or 'none'}")
+                              f"unknown provider {shown(name)}; "
+                              f"known: {', '.join(by_name) or 'none'}")
         matched = [t for t in templates if not patterns
                    or any(fnmatch.fnmatchcase(t, p) for p in patterns)]
         for name in names:
@@ -413,7 +475,7 @@ def _routes(
                 provider.settings, t)]
             if provider and patterns and unmappable and len(unmappable) == len(matched):
                 check.problem(spec.line_of("providers"), f"{path}.providers",
-                              f"provider {name!r} cannot map template(s) "
+                              f"provider {shown(name)} cannot map template(s) "
                               f"{', '.join(unmappable)}: add them to its 'templates'")
         out.append(RouteConfig(names, patterns, countries))
     return tuple(out)

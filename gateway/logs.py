@@ -1,15 +1,20 @@
-"""The seed's logger: console first, then a rotating file; numbers masked in every line."""
+"""The seed's logger: console first, then a rotating file; numbers masked in every line.
+
+Nothing happens at import: ``setup_console`` (called first by ``main``) starts the writer,
+``setup_file``/``reload_logging`` add or swap the file, ``reset_logging`` stops it at exit.
+"""
 
 from __future__ import annotations
 
-import atexit
 import logging
 import logging.handlers
 import queue
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from gateway.config import LoggingConfig
+from gateway.logrepeat import RepeatLimiter
 from gateway.phones import mask_text
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -37,9 +42,24 @@ class _Enqueue(logging.handlers.QueueHandler):
     def __init__(self, lines: _Queue) -> None:
         super().__init__(lines)
         self._lines = lines
+        self.limiter = RepeatLimiter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Runs under the handler's lock: the limiter needs no lock of its own.
+        for admitted in self.limiter.admit(record):
+            super().emit(admitted)
 
     def enqueue(self, record: logging.LogRecord) -> None:
         self._lines.put(record)  # blocks only when BACKLOG lines are waiting: never drops one
+
+    def drain(self) -> None:
+        """Write the "repeated N times" summaries still held back (before the writer stops)."""
+        self.acquire()
+        try:
+            for summary in self.limiter.drain():
+                super().emit(summary)
+        finally:
+            self.release()
 
 
 class _Listener(logging.handlers.QueueListener):
@@ -62,6 +82,10 @@ class _Writer:
 
     def __init__(self) -> None:
         self.outputs: list[logging.Handler] = []
+        self.console: logging.Handler | None = None
+        self.file: logging.Handler | None = None
+        self.override: str | None = None  # --log-level: wins over logging.level on reloads
+        self.applied: LoggingConfig | None = None
         self._queue: _Queue = queue.Queue(BACKLOG)
         self._entry = _Enqueue(self._queue)
         self._listener: _Listener | None = None
@@ -88,12 +112,14 @@ class _Writer:
             listener.start()
             return
         # A stalled output must not hold up a forced exit: drain in a thread, wait a while.
+        self._entry.drain()
         drain = threading.Thread(target=listener.stop, daemon=True)
         drain.start()
         drain.join(timeout)
 
     def stop(self) -> None:
         if self._listener is not None:
+            self._entry.drain()
             self._listener.stop()
             self._listener = None
 
@@ -106,28 +132,92 @@ class _Writer:
         self.outputs = []
 
 
-_WRITER = _Writer()
-atexit.register(_WRITER.stop)  # before logging's own shutdown closes the handlers (LIFO)
-flush_logs = _WRITER.flush
-reset_logging = _WRITER.reset
+_WRITER: _Writer | None = None  # created by setup_console/setup_file, never at import
 
 
-def setup_console(level: str = "INFO") -> None:
-    """Before anything else can fail: console output for the root logger (any file is dropped)."""
-    _WRITER.route([_handler(logging.StreamHandler())])
-    logging.getLogger().setLevel(level.upper())
+def _writer() -> _Writer:
+    global _WRITER
+    if _WRITER is None:
+        _WRITER = _Writer()
+    return _WRITER
+
+
+def flush_logs(timeout: float | None = None) -> None:
+    """Return once every line logged so far is written (see ``_Writer.flush``)."""
+    if _WRITER is not None:
+        _WRITER.flush(timeout)
+
+
+def reset_logging() -> None:
+    """Stop the writer (every queued line is written) and detach it; the next setup starts
+    afresh. ``main`` calls this on the way out, so nothing depends on ``atexit``."""
+    global _WRITER
+    if _WRITER is not None:
+        _WRITER.reset()
+    _WRITER = _Writer()  # inert until routed: no thread, no handler
+
+
+def setup_console(level: str | None = None) -> None:
+    """Before anything else can fail: console output for the root logger (any file is dropped).
+
+    ``level`` is ``--log-level``: it also wins over ``logging.level`` from later config loads.
+    """
+    writer = _writer()
+    writer.override = level.upper() if level else None
+    writer.console = _handler(logging.StreamHandler())
+    writer.file, writer.applied = None, None
+    writer.route([writer.console])
+    logging.getLogger().setLevel(writer.override or "INFO")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # watchfiles logs every raw file event at DEBUG; with the log file in the watched folder,
+    # each of its lines would be an event, logged, written, an event... forever. Its INFO
+    # line per change repeats the gateway's own "config reloaded".
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
 
 def setup_file(config: LoggingConfig, level: str | None = None) -> Path | None:
-    """Add the rotating file from ``logging`` in config.yaml; returns its path."""
-    root = logging.getLogger()
-    root.setLevel((level or config.level).upper())
-    if not config.file:
-        return None
+    """Add the rotating file from ``logging`` in config.yaml; returns its path.
+
+    Raises OSError (one line: which path, why) when the file cannot be opened.
+    """
+    _writer().override = level.upper() if level else _writer().override
+    reconfigure(config, force=True)()
+    return Path(config.file) if config.file else None
+
+
+def reload_logging(config: LoggingConfig) -> Callable[[], None]:
+    """Prepare a reload's ``logging`` section (opening the new file may raise OSError); the
+    returned function applies it. A no-op when logging was not set up (an embedded app)."""
+    if _WRITER is None or not _WRITER.outputs:
+        return lambda: None
+    return reconfigure(config)
+
+
+def reconfigure(config: LoggingConfig, *, force: bool = False) -> Callable[[], None]:
+    """Open what ``config`` needs now; return the step that swaps it in (cannot fail)."""
+    writer = _writer()
+    if writer.applied == config and not force:
+        return lambda: None
+    level = writer.override or config.level.upper()
+    new_file = _open_file(config) if config.file else None
+
+    def commit() -> None:
+        old = writer.file
+        logging.getLogger().setLevel(level)
+        writer.file, writer.applied = new_file, config
+        writer.route([h for h in (writer.console, new_file) if h is not None])
+        if old is not None:
+            old.close()
+
+    return commit
+
+
+def _open_file(config: LoggingConfig) -> logging.Handler:
+    assert config.file
     path = Path(config.file)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = _handler(logging.handlers.RotatingFileHandler(
-        path, maxBytes=config.max_bytes, backupCount=config.backups, encoding="utf-8"))
-    _WRITER.route([*_WRITER.outputs, handler])
-    return path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return _handler(logging.handlers.RotatingFileHandler(
+            path, maxBytes=config.max_bytes, backupCount=config.backups, encoding="utf-8"))
+    except OSError as exc:
+        raise OSError(f"cannot open log file {path}: {exc.strerror or exc}") from None

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.yamlsrc import Node, Seq, parse_duration, substitute
+from gateway.yamlsrc import Node, Seq, parse_duration, shown, substitute
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +51,8 @@ class Checker:
         # a ${VAR} expanded to (a secret's variable in the wrong field must not leak it).
         for expanded, written in self._expanded.items():
             message = message.replace(expanded, written)
-        self.problems.append(ConfigProblem(self.source, line, key, message))
+        # a line from a profile overlay (config.NAME.yaml) names its own file
+        self.problems.append(ConfigProblem(getattr(line, "file", self.source), line, key, message))
 
     def keys(self, node: Node, path: str, allowed: Iterable[str]) -> None:
         allowed = tuple(allowed)
@@ -76,30 +77,41 @@ class Checker:
             out.line = node.line_of(key)
         return out
 
-    def _text(self, value: Any) -> tuple[Any, list[str]]:
-        if isinstance(value, str):
-            result = substitute(value, self.env)
-            if result.value != value:
-                self._expanded[repr(result.value)] = repr(value)
-            return result.value, result.missing
-        return value, []
+    def _text(self, value: Any, line: int, path: str, unset_ok: bool = False) -> Any:
+        """``${VAR}`` substituted; an unset variable without a default is an error naming it,
+        unless the caller (``unset_ok``) fills the value another way or reports it itself."""
+        if not isinstance(value, str):
+            return value
+        result = substitute(value, self.env)
+        if result.value != value:
+            self._expanded[shown(result.value)] = shown(value)
+        if result.missing and not unset_ok:
+            self.unset(line, path, result.missing)
+        return result.value
+
+    def unset(self, line: int, path: str, names: list[str]) -> None:
+        """Environment variables a value names are unset and have no ``:-default``."""
+        self.problem(line, path, f"environment variable(s) not set: {', '.join(names)} "
+                                 f"(write ${{{names[0]}:-default}} to give a default)")
 
     def string(
         self, node: Node, key: str, path: str, default: str = "", *,
         required: bool = False, secret: bool = False, line: int | None = None,
+        unset_ok: bool = False,
     ) -> str:
         if key not in node or node[key] is None:
             if required:
                 self.problem(line or node.line, _join(path, key), "is required")
             return default
-        value, _missing = self._text(node[key])
+        value = self._text(node[key], node.line_of(key), _join(path, key), unset_ok)
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            shown = "a value" if secret else _kind(value)
-            self.problem(node.line_of(key), _join(path, key), f"must be a string, not {shown}")
+            kind = "a value" if secret else _kind(value)
+            self.problem(node.line_of(key), _join(path, key), f"must be a string, not {kind}")
             return default
         return str(value)
 
-    def string_list(self, node: Node, key: str, path: str, *, secret: bool = False) -> list[str]:
+    def string_list(self, node: Node, key: str, path: str, *, secret: bool = False,
+                    unset_ok: bool = False) -> list[str]:
         value = node.get(key)
         if value is None:
             return []
@@ -110,7 +122,7 @@ class Checker:
             return []
         out = []
         for item in value:
-            text, _missing = self._text(item)
+            text = self._text(item, node.line_of(key), _join(path, key), unset_ok)
             if not isinstance(text, str | int) or isinstance(text, bool):
                 kind = "a value" if secret else _kind(text)
                 self.problem(node.line_of(key), _join(path, key), f"items must be strings: {kind}")
@@ -122,14 +134,14 @@ class Checker:
         """A required value is empty; name the environment variables it came from, if any."""
         names = substitute(raw, self.env).missing if isinstance(raw, str) else []
         if names:
-            self.problem(line, path, "environment variable(s) not set: " + ", ".join(names))
+            self.unset(line, path, names)
         else:
             self.problem(line, path, "is required")
 
     def _number(self, node: Node, key: str, path: str, default: float, kind: type) -> Any:
         if key not in node or node[key] is None:
             return default
-        value, _missing = self._text(node[key])
+        value = self._text(node[key], node.line_of(key), _join(path, key))
         try:
             if isinstance(value, bool):
                 raise ValueError
@@ -138,7 +150,8 @@ class Checker:
                 raise ValueError
         except (TypeError, ValueError):
             self.problem(node.line_of(key), _join(path, key),
-                         f"must be {'an integer' if kind is int else 'a number'}, not {value!r}")
+                         f"must be {'an integer' if kind is int else 'a number'}, "
+                         f"not {shown(value)}")
             return default
         return number
 
@@ -159,7 +172,7 @@ class Checker:
         return value
 
     def boolean(self, node: Node, key: str, path: str, default: bool) -> bool:
-        value, _missing = self._text(node.get(key, default))
+        value = self._text(node.get(key, default), node.line_of(key), _join(path, key))
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
         if not isinstance(value, bool):
@@ -172,7 +185,7 @@ class Checker:
     ) -> float:
         if key not in node or node[key] is None:
             return default
-        value, _missing = self._text(node[key])
+        value = self._text(node[key], node.line_of(key), _join(path, key))
         try:
             seconds = parse_duration(value)
         except ValueError as exc:
