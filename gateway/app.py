@@ -25,6 +25,7 @@ from gateway.records import IdempotencyStore, Records, SendRecord
 from gateway.router import Outcome, Router, Snapshot
 from gateway.runtime import Runtime
 from gateway.validate import SendRequest
+from gateway.websec import guard
 from providers.base import Message
 from providers.http import make_session
 
@@ -191,11 +192,12 @@ def create_app(
     """Build the app; nothing starts until it runs (session, providers, config watcher)."""
     from gateway import dashboard, handlers, reload
 
-    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY_BYTES)
     if config_path is not None:
         config_path = config_path.resolve()  # the watcher matches changes by this path
     gateway = Gateway(config, config_path=config_path, loader=loader, emulators=emulators,
                       clock=clock)
+    app = web.Application(middlewares=[problem_middleware, guard(gateway.caller)],
+                          client_max_size=MAX_BODY_BYTES)
     app[gateway_key] = gateway
     app.cleanup_ctx.append(gateway.lifecycle)
     handlers.setup_routes(app)
