@@ -105,3 +105,11 @@ async def test_send_keeps_its_own_json_check_and_counts_it(gw: Harness) -> None:
 ])
 def test_same_origin(origin: str, host: str, same: bool) -> None:
     assert same_origin(origin, host) is same
+
+
+async def test_dashboard_offers_no_emulator_menu_that_would_need_a_key(
+        make_gateway: MakeGateway) -> None:
+    gw = await make_gateway(TEST_CONFIG.replace("api_keys: []", "api_keys: [k-one]"))
+    page = await (await gw.client.get("/")).text()
+    assert 'class="emu-mode' not in page
+    assert "auth is on: switch modes with" in page
