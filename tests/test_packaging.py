@@ -17,6 +17,7 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
+import yaml
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,3 +148,19 @@ def test_docker_and_ci_use_the_constraints() -> None:
     assert re.search(r"pip (wheel|install) [^\n]*-c constraints\.txt", dockerfile)
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make lint" in ci and "make test" in ci  # which install through the constraints
+
+
+def test_docker_image_config_logs_to_stdout(tmp_path: Path) -> None:
+    """The image's default config has no log file (docker logs reads stdout), by the very sed
+    expression the Dockerfile runs on config.yaml."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    match = re.search(r"RUN sed -i -E '([^']+)'", dockerfile)
+    assert match is not None
+    sed = shutil.which("sed")
+    assert sed is not None
+    copy = tmp_path / "config.yaml"
+    shutil.copy(ROOT / "config.yaml", copy)
+    subprocess.run([sed, "-i", "-E", match.group(1), str(copy)], check=True,  # noqa: S603
+                   timeout=10)
+    assert yaml.safe_load((ROOT / "config.yaml").read_text())["logging"]["file"]
+    assert yaml.safe_load(copy.read_text())["logging"]["file"] is None
