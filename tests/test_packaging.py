@@ -136,8 +136,8 @@ def test_constraints_pin_every_requirement() -> None:
             pins[norm(name)] = version
     unpinned = []
     for requirement in (r for reqs in requirements().values() for r in reqs):
-        version = pins.get(norm(requirement.name))
-        if version is None or not requirement.specifier.contains(version, prereleases=True):
+        pin = pins.get(norm(requirement.name))
+        if pin is None or not requirement.specifier.contains(pin, prereleases=True):
             unpinned.append(str(requirement))
     assert not unpinned, "run `make constraints` (see README): " + ", ".join(unpinned)
 
