@@ -66,10 +66,13 @@ def guard(caller: Callable[[web.Request], object] | None = None) -> Middleware:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.match_info.http_exception is not None:
             return await handler(request)  # no such route: its 404/405 says more
-        if caller is not None and is_operator_route(request):
-            caller(request)
-        if request.method not in SAFE_METHODS and request.path not in SELF_CHECKED:
-            check_unsafe(request)
+        try:
+            if caller is not None and is_operator_route(request):
+                caller(request)
+            if request.method not in SAFE_METHODS and request.path not in SELF_CHECKED:
+                check_unsafe(request)
+        except Problem as exc:  # answered here: sms-emulator has no problem_middleware
+            return exc.response()
         return await handler(request)
 
     return middleware

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 from providers.base import Message, Provider, SendResult
 
 
@@ -12,10 +10,11 @@ class SandboxProvider(Provider):
 
     type_name = "sandbox"
     needs_template_ids = False
-    _ids = itertools.count(1)
 
     async def send(self, message: Message, timeout: float) -> SendResult:
-        return SendResult.accepted(f"sandbox-{next(self._ids)}")
+        # Named after the message: no counter shared by every instance in the process (two
+        # apps, or a reload, would otherwise hand out each other's numbers).
+        return SendResult.accepted(f"sandbox-{message.id}")
 
     def describe(self) -> dict[str, str | None]:
         return {"endpoint": None}

@@ -7,8 +7,13 @@ keeps every state-changing route out of reach.
 
 from __future__ import annotations
 
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from conftest import TEST_CONFIG, Harness, MakeGateway
@@ -113,3 +118,31 @@ async def test_dashboard_offers_no_emulator_menu_that_would_need_a_key(
     page = await (await gw.client.get("/")).text()
     assert 'class="emu-mode' not in page
     assert "auth is on: switch modes with" in page
+
+
+async def test_standalone_emulator_control_port_is_guarded(
+        unused_tcp_port_factory: Callable[[], int]) -> None:
+    port = unused_tcp_port_factory()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.emulators.cli", "--port", "0", "--control-port",
+        str(port), "--log-level", "WARNING", stdout=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[1])
+    assert process.stdout is not None
+    url = f"http://127.0.0.1:{port}/_emulator/aliyun"
+    try:
+        for _ in range(3):  # aliyun, huawei, control: listening
+            await asyncio.wait_for(process.stdout.readline(), 10)
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url + "/reset", data="x",
+                                 headers={"Content-Type": "text/plain"}) as response:
+                assert response.status == 415
+            async with http.post(url, json={"mode": "down"},
+                                 headers={"Origin": "http://evil.example"}) as response:
+                assert response.status == 403
+            async with http.get(url) as response:
+                assert (await response.json())["mode"] == "ok"
+            async with http.post(url, json={"mode": "fail"}) as response:
+                assert response.status == 200
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 10)
