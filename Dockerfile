@@ -1,18 +1,24 @@
 # Slim, non-root image: sms-gateway --config /etc/sms-gateway/config.yaml --host 0.0.0.0
+# Mount your own config over /etc/sms-gateway/config.yaml; keep the container port 8080 (the
+# HEALTHCHECK probes it) and publish it as you like: docker run -p 9000:8080 ...
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY setup.cfg pyproject.toml README.md ./
+COPY setup.cfg pyproject.toml README.md constraints.txt ./
 COPY gateway gateway
 COPY providers providers
 COPY web web
-RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[speed]'
+# Every dependency at the version CI tested (constraints.txt), built once into wheels.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels -c constraints.txt '.[speed]'
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 RUN useradd --system --uid 10001 --create-home --home-dir /app sms
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+RUN pip install --no-cache-dir --no-index /wheels/*.whl && rm -rf /wheels
 COPY config.yaml /etc/sms-gateway/config.yaml
+# In a container the log goes to stdout only (docker logs): no log file inside the image.
+RUN sed -i -E 's#^(  file:) logs/gateway\.log( +)#\1 null            \2#' \
+      /etc/sms-gateway/config.yaml && grep -qE '^  file: null ' /etc/sms-gateway/config.yaml
 WORKDIR /app
 USER sms
 EXPOSE 8080

@@ -131,7 +131,7 @@ class Stack:
     @staticmethod
     async def admin(gateway: Child, provider: str, action: str) -> None:
         async with aiohttp.ClientSession() as session, session.post(
-                f"{gateway.url}/admin/providers/{provider}/{action}") as resp:
+                f"{gateway.url}/admin/providers/{provider}/{action}", json={}) as resp:
             resp.raise_for_status()
 
     @staticmethod

@@ -26,6 +26,7 @@ from gateway.records import IdempotencyStore, Records, SendRecord
 from gateway.router import Outcome, Router, Snapshot
 from gateway.runtime import Runtime
 from gateway.validate import SendRequest
+from gateway.websec import guard
 from providers.base import Message
 from providers.wire import Pool
 
@@ -214,12 +215,13 @@ def create_app(
     """Build the app; nothing starts until it runs (session, providers, config watcher)."""
     from gateway import dashboard, handlers, reload
 
-    app = web.Application(middlewares=[problem_middleware, body_deadline],
-                          client_max_size=MAX_BODY_BYTES)
     if config_path is not None:
         config_path = config_path.resolve()  # the watcher matches changes by this path
     gateway = Gateway(config, config_path=config_path, loader=loader, emulators=emulators,
                       clock=clock)
+    app = web.Application(middlewares=[problem_middleware, guard(gateway.caller),
+                                       body_deadline],
+                          client_max_size=MAX_BODY_BYTES)
     app[gateway_key] = gateway
     app.cleanup_ctx.append(gateway.lifecycle)
     app.on_shutdown.append(gateway.on_shutdown)

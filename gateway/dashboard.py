@@ -14,24 +14,33 @@ import jinja2
 from aiohttp import web
 
 from gateway.config import Config
+from gateway.emulators.state import MODES
 from gateway.keys import gateway_key
 from gateway.problems import Problem
 from gateway.status import recent_sends, status_document
 
 REFRESH_SECONDS: Final = 3
 LATENCY_MODE_MS: Final = 2000  # what the dashboard's "latency" choice sets; below no timeout
-# The emulator modes the dashboard offers, with what each one makes the provider do.
-EMULATOR_MODES: Final = (
-    ("ok", "accepts every message"),
-    ("fail", "provider system error"),
-    ("reject", "invalid number: the caller's fault"),
-    ("throttle", "provider throttling"),
-    ("limit", "per-recipient limit"),
-    ("disabled", "account disabled"),
-    ("down", "refuses connections"),
-    ("hang", "never answers"),
-    ("latency", f"answers after {LATENCY_MODE_MS} ms"),
-)
+# What each emulator mode makes the provider do, for the dashboard's mode menu.
+_MODE_EFFECTS: Final = {
+    "ok": "accepts every message",
+    "fail": "provider system error",
+    "reject": "invalid number: the caller's fault",
+    "throttle": "provider throttling",
+    "limit": "per-recipient limit",
+    "disabled": "account disabled",
+    "down": "refuses connections",
+    "hang": "never answers",
+    "latency": f"answers after {LATENCY_MODE_MS} ms",
+    "garbage": "200 with a body cut short: not JSON",
+    "html": "a proxy's HTML 502 page",
+    "unknown_code": "an error code no client knows",
+    "huge": "a 10 MB answer",
+    "reset": "resets the connection mid-answer",
+    "drip": "answers one byte at a time",
+}
+# Every mode the emulators have, in their order: a mode added there shows up here too.
+EMULATOR_MODES: Final = tuple((mode, _MODE_EFFECTS.get(mode, mode)) for mode in MODES)
 
 
 def _clock(timestamp: float | None) -> str:

@@ -177,7 +177,9 @@ def document(config: Config) -> dict[str, Any]:
              "schema": {"enum": ["open", "close", "reset"]}}],
         "responses": {"200": _json_ok("the provider's status row"),
                       "401": _problem("auth is on and the key is missing or wrong"),
-                      "404": _problem("no such provider or action")},
+                      "403": _problem("a foreign Origin: cross-site requests change nothing"),
+                      "404": _problem("no such provider or action"),
+                      "415": _problem("not sent as application/json (an empty body is fine)")},
     }}
     return {
         "openapi": "3.1.0",

@@ -32,7 +32,9 @@ def provider_status(gateway: Gateway, member: Member) -> dict[str, Any]:
         "forced": breaker.forced,
         "reason": breaker.reason if state != "closed" else "",
         "open_until": open_until,
-        "retry_in": round(breaker.retry_in(), 1) if config.enabled else None,
+        # None while forced open: it stays open until an operator closes it, no countdown
+        "retry_in": round(breaker.retry_in(), 1) if config.enabled and not breaker.forced
+        else None,
         "counts": {
             "sent": stats.sent, "failed": stats.failed, "rejected": stats.rejected,
             "unknown": stats.unknown, "short_circuited": stats.short_circuited,

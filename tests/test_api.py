@@ -105,7 +105,7 @@ async def test_401_when_api_keys_are_configured(make_gateway: MakeGateway) -> No
     assert (await gw.send(headers={"Authorization": "Bearer wrong"})).status == 401
     assert (await gw.send(headers={"Authorization": "Bearer k-two"})).status == 200
     assert (await gw.send(headers={"X-API-Key": "k-one"})).status == 200
-    admin = await gw.client.post("/admin/providers/aliyun/open")
+    admin = await gw.client.post("/admin/providers/aliyun/open", json={})
     assert admin.status == 401
     assert (await gw.client.get("/healthz")).status == 200  # machines' routes stay open
 
@@ -176,14 +176,14 @@ async def test_502_when_every_provider_fails(gw: Harness) -> None:
 
 async def test_503_when_every_provider_is_open(gw: Harness) -> None:
     for name in ("aliyun", "huawei"):
-        assert (await gw.client.post(f"/admin/providers/{name}/open")).status == 200
+        assert (await gw.client.post(f"/admin/providers/{name}/open", json={})).status == 200
     response = await gw.send()
     assert response.status == 503
     assert int(response.headers["Retry-After"]) >= 1
     body = await response.json()
     assert [a["outcome"] for a in body["attempts"]] == ["skipped", "skipped"]
     assert (await gw.client.get("/readyz")).status == 503
-    assert (await gw.client.post("/admin/providers/aliyun/close")).status == 200
+    assert (await gw.client.post("/admin/providers/aliyun/close", json={})).status == 200
     assert (await gw.client.get("/readyz")).status == 200
     assert (await gw.send()).status == 200
 

@@ -128,7 +128,7 @@ async def assert_recovered(gw: Harness) -> None:
 async def test_a_bad_file_keeps_the_last_good_config(gw: Harness, fault: str,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     damage, why = FAULTS[fault]
-    await gw.client.post("/admin/providers/huawei/open")  # state that must survive it all
+    await gw.client.post("/admin/providers/huawei/open", json={})  # state that must survive
     damage(gw.config_path)
     with caplog.at_level(logging.ERROR, logger="gateway.reload"):
         assert not await reload_now(gw.gateway)
@@ -137,7 +137,7 @@ async def test_a_bad_file_keeps_the_last_good_config(gw: Harness, fault: str,
     assert "config reload rejected; still running generation 1" in logged[0]
     assert why in logged[0]
     assert gw.state("huawei") == "open"
-    await gw.client.post("/admin/providers/huawei/close")
+    await gw.client.post("/admin/providers/huawei/close", json={})
     await assert_still_serving(gw, why)
     metrics = await (await gw.client.get("/metrics")).text()
     assert 'sms_config_reloads_total{result="rejected"} 1.0' in metrics

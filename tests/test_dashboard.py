@@ -8,6 +8,7 @@ would hide a broken dashboard.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from playwright.async_api import (
 )
 
 from conftest import NUMBER, TEST_CONFIG, Harness, MakeGateway
-from gateway.emulators import EMULATOR_CREDENTIALS
+from gateway.emulators import EMULATOR_CREDENTIALS, MODES
 from gateway.reload import reload_now
 
 pytestmark = pytest.mark.browser
@@ -34,6 +35,7 @@ CHROMIUM_ARGS = [
 ]
 LIVE_TIMEOUT_MS = 10_000  # a few 3 s refresh periods
 WIDE: ViewportSize = {"width": 1280, "height": 900}
+PHONE: ViewportSize = {"width": 375, "height": 800}
 
 
 def chromium_path() -> str:
@@ -58,8 +60,9 @@ async def browser() -> AsyncIterator[Browser]:
             await launched.close()
 
 
-async def open_dashboard(browser: Browser, gw: Harness, *, javascript: bool = True) -> Page:
-    context = await browser.new_context(viewport=WIDE, java_script_enabled=javascript)
+async def open_dashboard(browser: Browser, gw: Harness, *, javascript: bool = True,
+                         viewport: ViewportSize = WIDE) -> Page:
+    context = await browser.new_context(viewport=viewport, java_script_enabled=javascript)
     page = await context.new_page()
     response = await page.goto(str(gw.client.make_url("/")))
     assert response is not None and response.status == 200
@@ -174,3 +177,80 @@ async def test_no_full_number_or_credential_reaches_the_page(
     for text in (html, partial):
         for forbidden in [NUMBER, "13800138000", *others, "13700137000", *secrets]:
             assert forbidden not in text
+
+
+async def test_unreachable_gateway_greys_out_every_tile_and_says_since_when(
+    make_gateway: MakeGateway, browser: Browser, tmp_path: Path,
+) -> None:
+    gw = await make_gateway()
+    page = await open_dashboard(browser, gw)
+    tiles = page.locator("#live .tile")
+    assert await tiles.count() >= 4
+    await expect(page).to_have_title("sms-gateway")
+    await page.route("**/?partial=1", lambda route: route.abort())  # the gateway went away
+    await expect(page).to_have_title(re.compile(r"^stale since \d\d:\d\d:\d\d · sms-gateway$"),
+                                      timeout=LIVE_TIMEOUT_MS)
+    await expect(page.get_by_test_id("updated")).to_contain_text("stale since")
+    for tile in await tiles.all():
+        await expect(tile).to_have_css("filter", "grayscale(1)")
+    await page.screenshot(path=tmp_path / "dashboard-stale.png", full_page=True)
+    await page.unroute("**/?partial=1")
+    await expect(page).to_have_title("sms-gateway", timeout=LIVE_TIMEOUT_MS)
+    for tile in await tiles.all():
+        await expect(tile).to_have_css("filter", "none")
+
+
+async def test_emulator_menu_offers_every_mode(
+    make_gateway: MakeGateway, browser: Browser,
+) -> None:
+    gw = await make_gateway()
+    page = await open_dashboard(browser, gw)
+    menu = page.locator('select.emu-mode[data-kind="huawei"]')
+    await expect(menu).to_be_enabled()
+    values = [await o.get_attribute("value") for o in await menu.locator("option").all()]
+    assert values == list(MODES)
+    async with page.expect_response(lambda r: r.url.endswith("/_emulator/huawei")) as changed:
+        await menu.select_option("drip")  # one of the modes the menu used to lack
+    assert (await changed.value).status == 200
+    assert gw.emulators["huawei"].state.mode == "drip"
+    row = page.locator('tr[data-provider="huawei"]')
+    await expect(row.locator(".emu-what")).to_have_text("answers one byte at a time",
+                                                        timeout=LIVE_TIMEOUT_MS)
+
+
+async def test_forced_open_provider_shows_until_closed(
+    make_gateway: MakeGateway, browser: Browser,
+) -> None:
+    gw = await make_gateway()
+    assert (await gw.client.post("/admin/providers/aliyun/open", json={})).status == 200
+    await gw.mode("huawei", "down")
+    for _ in range(3):
+        await gw.send()  # huawei trips on its own: a timed open, with a countdown
+    page = await open_dashboard(browser, gw, javascript=False)
+    await expect(breaker(page, "aliyun")).to_have_text("open")
+    await expect(page.get_by_test_id("until-aliyun")).to_contain_text("until closed")
+    await expect(page.get_by_test_id("until-aliyun")).not_to_contain_text(
+        re.compile(r"\bin \d|\bago\b|\d\d:\d\d"))  # no time, no countdown
+    await expect(breaker(page, "huawei")).to_have_text("open")
+    await expect(page.get_by_test_id("until-huawei")).to_contain_text(
+        re.compile(r"until \d\d:\d\d:\d\d \(in \d"))
+
+
+async def test_long_attempt_chips_wrap_on_a_phone(
+    make_gateway: MakeGateway, browser: Browser, tmp_path: Path,
+) -> None:
+    long_name = "aliyun-primary-account-shenzhen-verification"
+    gw = await make_gateway(TEST_CONFIG.replace("name: aliyun", f"name: {long_name}"))
+    await gw.mode("aliyun", "reset")  # the longest error an emulator produces
+    assert (await gw.send()).status == 200  # failed over to huawei
+    page = await open_dashboard(browser, gw, viewport=PHONE)
+    chip = page.locator(".att").filter(has_text=long_name)
+    await expect(chip).to_contain_text("connection lost")
+    await page.screenshot(path=tmp_path / "dashboard-phone.png", full_page=True)
+    name = page.locator(f'tr[data-provider="{long_name}"] .c-name strong')
+    for element in (chip, name):
+        box = await element.bounding_box()
+        assert box is not None
+        assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"]

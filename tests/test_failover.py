@@ -48,14 +48,14 @@ async def test_admin_reset_closes_and_clears_counts(gw: Harness) -> None:
     await gw.send()
     assert gw.state("aliyun") == "disabled"
     await gw.mode("aliyun", "ok")
-    response = await gw.client.post("/admin/providers/aliyun/reset")
+    response = await gw.client.post("/admin/providers/aliyun/reset", json={})
     assert response.status == 200
     row = await response.json()
     assert row["state"] == "closed"
     assert row["counts"]["failed"] == 0
     assert (await (await gw.send()).json())["provider"] == "aliyun"
-    assert (await gw.client.post("/admin/providers/nope/open")).status == 404
-    assert (await gw.client.post("/admin/providers/aliyun/explode")).status == 404
+    assert (await gw.client.post("/admin/providers/nope/open", json={})).status == 404
+    assert (await gw.client.post("/admin/providers/aliyun/explode", json={})).status == 404
 
 
 async def test_disabled_provider_in_config_is_never_tried(make_gateway: MakeGateway) -> None:

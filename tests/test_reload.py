@@ -14,14 +14,14 @@ SWAPPED = TEST_CONFIG.replace("priority: 1", "priority: 9")  # huawei (2) now go
 
 async def test_good_edit_changes_routing_and_keeps_breaker_state(gw: Harness) -> None:
     await gw.mode("huawei", "down")
-    await gw.client.post("/admin/providers/huawei/open")
+    await gw.client.post("/admin/providers/huawei/open", json={})
     gw.config_path.write_text(SWAPPED)
     assert await reload_now(gw.gateway)
     doc = await (await gw.client.get("/status")).json()
     assert doc["config"]["generation"] == 2
     assert [p["name"] for p in doc["providers"]] == ["huawei", "aliyun"]
     assert doc["providers"][0]["state"] == "open"  # survived the reload
-    await gw.client.post("/admin/providers/huawei/close")
+    await gw.client.post("/admin/providers/huawei/close", json={})
     await gw.mode("huawei", "ok")
     assert (await (await gw.send()).json())["provider"] == "huawei"
 

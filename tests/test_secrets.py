@@ -192,15 +192,15 @@ async def session(rec: Recorder) -> None:
         await gw.mode("aliyun", mode)
         await rec.send()
         await rec.send("notice")
-        await rec.call("POST", "/admin/providers/aliyun/reset", headers=AUTH)
+        await rec.call("POST", "/admin/providers/aliyun/reset", json={}, headers=AUTH)
     await gw.mode("aliyun", "ok")
     await gw.mode("huawei", "down")
-    await rec.call("POST", "/admin/providers/aliyun/open", headers=AUTH)
+    await rec.call("POST", "/admin/providers/aliyun/open", json={}, headers=AUTH)
     await rec.send()  # 502
-    await rec.call("POST", "/admin/providers/huawei/open", headers=AUTH)
+    await rec.call("POST", "/admin/providers/huawei/open", json={}, headers=AUTH)
     await rec.send()  # 503
-    await rec.call("POST", "/admin/providers/aliyun/close", headers=AUTH)
-    await rec.call("POST", "/admin/providers/huawei/reset", headers=AUTH)
+    await rec.call("POST", "/admin/providers/aliyun/close", json={}, headers=AUTH)
+    await rec.call("POST", "/admin/providers/huawei/reset", json={}, headers=AUTH)
     await gw.mode("huawei", "ok")
     await rec.call("POST", "/sms", json={"to": list(NUMBERS), "template": "verify_code"})  # 401
     await rec.call("POST", "/sms", json={}, headers={"Authorization": "Bearer nope"})

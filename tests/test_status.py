@@ -68,3 +68,11 @@ async def test_no_secret_or_full_number_in_machine_responses(gw: Harness) -> Non
             assert secret not in text
         assert NUMBER not in text
         assert "13800138000" not in text
+
+
+async def test_forced_open_has_no_countdown(gw: Harness) -> None:
+    assert (await gw.client.post("/admin/providers/aliyun/open", json={})).status == 200
+    aliyun = (await (await gw.client.get("/status")).json())["providers"][0]
+    assert (aliyun["state"], aliyun["forced"]) == ("open", True)
+    assert aliyun["open_until"] is None
+    assert aliyun["retry_in"] is None  # open until an operator closes it

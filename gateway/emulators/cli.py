@@ -14,6 +14,7 @@ from aiohttp import web
 
 from gateway.emulators.server import APPS, EmulatorServer, control_routes, describe
 from gateway.emulators.state import EMULATOR_OPTIONS, MODES
+from gateway.websec import guard
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ async def _serve(args: argparse.Namespace, kinds: Sequence[str]) -> None:
     ports, control_port = _ports(args, len(kinds))
     servers = {kind: EmulatorServer(kind, args.host, port) for kind, port in zip(kinds, ports,
                                                                                  strict=True)}
-    control = web.Application()
+    control = web.Application(middlewares=[guard()])  # no cross-site mode flips
     control.add_routes([_index(servers), *control_routes(servers)])
     runner = web.AppRunner(control)
     stop = asyncio.Event()

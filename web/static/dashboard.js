@@ -12,10 +12,29 @@
   const every = (Number(updated.dataset.refresh) || 3) * 1000;
   let timer = 0;
   let inFlight = false;
+  let freshAt = new Date();  // when the figures on the page were last known to be current
+
+  function clock(date) {
+    return date.toLocaleTimeString([], { hour12: false, hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  }
 
   function say(text, stale) {
     label.textContent = text;
     updated.classList.toggle("stale", Boolean(stale));
+  }
+
+  // Unreachable: grey out every figure and say since when, in the tab title too (a background
+  // tab is where an operator would otherwise keep trusting old numbers).
+  function markStale(reason) {
+    const since = "stale since " + clock(freshAt);
+    root.classList.add("data-stale");
+    document.title = since + " · " + baseTitle();
+    say(since + ": gateway unreachable, retrying (" + reason + ")", true);
+  }
+
+  function baseTitle() {
+    const meta = document.getElementById("live-meta");
+    return (meta && meta.dataset.title) || "sms-gateway";
   }
 
   // Enable the controls the server renders disabled (they stay inert with JavaScript off).
@@ -23,8 +42,8 @@
     for (const select of live.querySelectorAll("select.emu-mode")) {
       select.disabled = false;
     }
-    const meta = document.getElementById("live-meta");
-    if (meta && meta.dataset.title) document.title = meta.dataset.title;
+    root.classList.remove("data-stale");
+    document.title = baseTitle();
   }
 
   // A swap would close an open menu or drop a text selection, so wait for the user (and say so).
@@ -53,10 +72,11 @@
       const html = await response.text();
       if (busyReason()) return;  // the user started something while we waited
       live.innerHTML = html;
+      freshAt = new Date();
       enhance();
-      say("updated " + new Date().toLocaleTimeString([], { hour12: false }), false);
+      say("updated " + clock(freshAt), false);
     } catch (err) {
-      say("gateway unreachable, retrying (" + err.message + ")", true);
+      markStale(err.message);
     } finally {
       inFlight = false;
       schedule();
