@@ -481,6 +481,19 @@ async def test_control_routes(aiohttp_client: AiohttpClient, aliyun: EmulatorSer
         is Delivery.ACCEPTED
 
 
+async def test_control_routes_answer_deep_json_with_400(aiohttp_client: AiohttpClient,
+                                                        aliyun: EmulatorServer) -> None:
+    """JSON nested past the parser's recursion limit is a bad change, not a 500."""
+    app = web.Application()
+    app.add_routes(control_routes({"aliyun": aliyun}))
+    admin = await aiohttp_client(app)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    response = await admin.post("/_emulator/aliyun", data=deep,
+                                headers={"Content-Type": "application/json"})
+    assert (response.status, response.content_type) == (400, "application/problem+json")
+    assert aliyun.state.mode == "ok"
+
+
 async def test_cli_serves_until_sigterm(unused_tcp_port_factory: Callable[[], int]) -> None:
     port = unused_tcp_port_factory()
     process = await asyncio.create_subprocess_exec(

@@ -179,7 +179,7 @@ def control_routes(servers: Mapping[str, EmulatorServer]) -> list[web.RouteDef]:
             return _problem(415, "Bad emulator change", "send the change as application/json")
         try:
             body = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested past the C stack
             body = None
         if not isinstance(body, dict) or not body or set(body) - {"mode", "latency_ms"} \
                 or not isinstance(body.get("mode", ""), str):
