@@ -8,6 +8,8 @@ from providers.aliyun import AliyunProvider
 from providers.base import Delivery, Health, Message, Provider, ProviderSettings, SendResult
 from providers.huawei import HuaweiProvider
 from providers.sandbox import SandboxProvider
+from providers.tencent import TencentProvider
+from providers.twilio import TwilioProvider
 
 __all__ = [
     "REGISTRY", "Delivery", "Health", "Message", "Provider", "ProviderSettings", "SendResult",
@@ -18,6 +20,8 @@ REGISTRY: dict[str, type[Provider]] = {
     "aliyun": AliyunProvider,
     "huawei": HuaweiProvider,
     "sandbox": SandboxProvider,
+    "tencent": TencentProvider,
+    "twilio": TwilioProvider,
 }
 
 
