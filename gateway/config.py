@@ -327,7 +327,11 @@ def _provider(
             check.missing(line, f"{path}.credentials.{key}", creds.get(key))
         credentials[key] = Secret(value)
     options: dict[str, Any] = {}
+    structured = getattr(cls, "structured_options", ())  # mappings kept as written (type: http)
     for key in (*cls.required_options, *cls.optional_options):
+        if key in structured and isinstance(spec.get(key), dict):
+            options[key] = spec[key]
+            continue
         value = check.string(spec, key, path) or fills.options.get(key, "")
         if key in cls.required_options and not value:
             check.missing(spec.line_of(key), f"{path}.{key}", spec.get(key))
@@ -348,6 +352,8 @@ def _provider(
     if fills.endpoint:
         endpoint = fills.endpoint
     settings = ProviderSettings(name, type_, endpoint, credentials, mapped, options)
+    for key, message in getattr(cls, "check_options", lambda _o, _e: [])(options, endpoint):
+        check.problem(spec.line_of(key.partition(".")[0]), f"{path}.{key}", message)
     return ProviderConfig(
         settings=settings, cls=cls,
         priority=check.integer(spec, "priority", path, 1, minimum=0),

@@ -6,6 +6,7 @@ import importlib
 
 from providers.aliyun import AliyunProvider
 from providers.base import Delivery, Health, Message, Provider, ProviderSettings, SendResult
+from providers.generic_http import GenericHttpProvider
 from providers.huawei import HuaweiProvider
 from providers.sandbox import SandboxProvider
 from providers.tencent import TencentProvider
@@ -18,6 +19,7 @@ __all__ = [
 
 REGISTRY: dict[str, type[Provider]] = {
     "aliyun": AliyunProvider,
+    "http": GenericHttpProvider,
     "huawei": HuaweiProvider,
     "sandbox": SandboxProvider,
     "tencent": TencentProvider,

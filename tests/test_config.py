@@ -109,7 +109,7 @@ providers:
 """)
     assert any("conf.yaml:5: providers[1].name: duplicate provider name 'a'" in p for p in found)
     assert any("conf.yaml:6: providers.b.type: unknown provider type 'pigeon'" in p
-               and "aliyun, huawei, sandbox" in p for p in found)
+               and "aliyun, http, huawei, sandbox, tencent, twilio" in p for p in found)
 
 
 def test_a_template_no_provider_can_map_is_an_error() -> None:

@@ -30,8 +30,7 @@ from gateway.emulators import (
     start_emulators,
 )
 from gateway.emulators.aliyun import acs3_string_to_sign
-from providers import aliyun_sign, wsse
-from providers.aliyun import AliyunProvider
+from providers import REGISTRY, aliyun_sign, wsse
 from providers.base import (
     Delivery,
     Health,
@@ -41,7 +40,7 @@ from providers.base import (
     Secret,
 )
 from providers.http import make_session
-from providers.huawei import PATH, HuaweiProvider
+from providers.huawei import PATH
 
 _ids = itertools.count(1)
 Starter = Callable[[str], Awaitable[EmulatorServer]]
@@ -69,7 +68,7 @@ async def start_emulator() -> AsyncIterator[Starter]:
         await emulator.stop()
 
 
-@pytest.fixture(params=["aliyun", "huawei"])
+@pytest.fixture(params=["aliyun", "huawei", "tencent", "twilio"])
 async def server(request: pytest.FixtureRequest, start_emulator: Starter) -> EmulatorServer:
     return await start_emulator(request.param)
 
@@ -84,15 +83,18 @@ async def huawei(start_emulator: Starter) -> EmulatorServer:
     return await start_emulator("huawei")
 
 
+TEMPLATE_IDS = {"aliyun": "SMS_154950909", "huawei": "8ff55eac", "tencent": "1110",
+                "twilio": "Your code is {code}"}
+
+
 def client(server: EmulatorServer, session: aiohttp.ClientSession) -> Provider:
     """The gateway's provider class for this emulator, with the emulator's credentials."""
     settings = ProviderSettings(
         name=server.kind, type=server.kind, endpoint=server.url,
         credentials={k: Secret(v) for k, v in EMULATOR_CREDENTIALS[server.kind].items()},
-        templates={"verify_code": "SMS_154950909" if server.kind == "aliyun" else "8ff55eac"},
+        templates={"verify_code": TEMPLATE_IDS[server.kind]},
         options=EMULATOR_OPTIONS[server.kind])
-    cls = AliyunProvider if server.kind == "aliyun" else HuaweiProvider
-    return cls(settings, session)
+    return REGISTRY[server.kind](settings, session)
 
 
 def message() -> Message:
@@ -211,7 +213,8 @@ async def test_stop_ends_a_hanging_request_promptly(server: EmulatorServer,
 async def test_start_emulators_gives_each_kind_its_own_port() -> None:
     servers = await start_emulators()
     try:
-        assert set(servers) == {"aliyun", "huawei"}
+        assert set(servers) == {"aliyun", "huawei", "tencent", "twilio"}
+        assert len({server.port for server in servers.values()}) == 4
         assert servers["aliyun"].port != servers["huawei"].port
         assert servers["aliyun"].url == f"http://127.0.0.1:{servers['aliyun'].port}"
     finally:
@@ -504,13 +507,16 @@ async def test_cli_serves_until_sigterm(unused_tcp_port_factory: Callable[[], in
     assert process.stdout is not None
     try:
         lines = [(await asyncio.wait_for(process.stdout.readline(), 10)).decode()
-                 for _ in range(3)]
+                 for _ in range(5)]
         assert lines[0].startswith("aliyun ") and "emulator-access-key-secret" in lines[0]
         assert lines[1].startswith("huawei ") and "csms12345678" in lines[1]
-        assert f"http://127.0.0.1:{port}/_emulator" in lines[2]
+        assert lines[2].startswith("tencent ") and "1400006666" in lines[2]
+        assert lines[3].startswith("twilio ") and "emulator-auth-token" in lines[3]
+        assert f"http://127.0.0.1:{port}/_emulator" in lines[4]
         async with aiohttp.ClientSession() as http, \
                 http.get(f"http://127.0.0.1:{port}/_emulator") as response:
-            assert set((await response.json())["emulators"]) == {"aliyun", "huawei"}
+            assert set((await response.json())["emulators"]) == {"aliyun", "huawei", "tencent",
+                                                                 "twilio"}
         process.terminate()
         assert await asyncio.wait_for(process.wait(), 10) == 0
     finally:

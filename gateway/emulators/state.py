@@ -1,9 +1,9 @@
 """What an emulator remembers, and the wire behaviour its modes share across providers.
 
-A provider module (aliyun.py, huawei.py) knows its protocol: signatures, field checks and the
-provider's own error bodies. Everything that is the same for both lives here: the modes, the
-counters, latency, and the misbehaviours that sit below the protocol (hang, garbage, html, huge,
-reset, drip).
+A provider module (aliyun.py, huawei.py, tencent.py, twilio.py) knows its protocol: signatures,
+field checks and the provider's own error bodies; base.py holds the handler skeleton they share.
+Everything that is the same for all lives here: the modes, the counters, latency, and the
+misbehaviours that sit below the protocol (hang, garbage, html, huge, reset, drip).
 """
 
 from __future__ import annotations
@@ -35,10 +35,18 @@ EMULATOR_CREDENTIALS: dict[str, dict[str, str]] = {
     "aliyun": {"access_key_id": "emulator-access-key-id",
                "access_key_secret": "emulator-access-key-secret"},
     "huawei": {"app_key": "emulator-app-key", "app_secret": "emulator-app-secret"},
+    "tencent": {"secret_id": "AKIDemulatorSecretId", "secret_key": "emulator-secret-key"},
+    "twilio": {"account_sid": "ACemulator0000000000000000000000",
+               "auth_token": "emulator-auth-token"},
 }
 EMULATOR_OPTIONS: dict[str, dict[str, str]] = {
     "aliyun": {"sign_name": "SMS Gateway"},
     "huawei": {"sender": "csms12345678"},
+    "tencent": {"sdk_app_id": "1400006666", "sign_name": "SMS Gateway"},
+    # Twilio echoes nothing of ours but the StatusCallback URL, which carries our id; the
+    # emulator posts no callbacks yet, so the URL only has to be well formed.
+    "twilio": {"sender": "+15017122661",
+               "status_callback": "http://127.0.0.1:8080/receipts/twilio"},
 }
 
 _COUNTERS = ("requests", "accepted", "rejected", "auth_failures", "faults")
@@ -88,7 +96,8 @@ class EmulatorState:
 
     def record_accept(self, correlation_id: str, to: list[str], template: str,
                       params: Any, provider_message_id: str) -> None:
-        """Count one accepted message under its correlation id (Aliyun OutId, Huawei extend)."""
+        """Count one accepted message under its correlation id (Aliyun OutId, Huawei extend,
+        Tencent SessionContext, the ``id`` in Twilio's StatusCallback URL)."""
         self.counters["accepted"] += 1
         self.accepted[correlation_id] += 1
         self.messages.append({"id": correlation_id, "to": to, "template": template,
