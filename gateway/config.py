@@ -316,13 +316,14 @@ def _provider(
         return None
     check.keys(spec, path, (*_PROVIDER_COMMON, *cls.required_options, *cls.optional_options))
     fills = _emulated(emulation, type_)
+    enabled = check.boolean(spec, "enabled", path, True)  # a disabled example may lack secrets
     creds = check.mapping(spec, "credentials", path)
     check.keys(creds, f"{path}.credentials", cls.credential_keys)
     credentials: dict[str, Secret] = {}
     for key in cls.credential_keys:
         value = check.string(creds, key, f"{path}.credentials", secret=True)
         value = value or fills.credentials.get(key, "")
-        if not value:
+        if not value and enabled:
             line = creds.line_of(key) if key in creds else spec.line_of("credentials")
             check.missing(line, f"{path}.credentials.{key}", creds.get(key))
         credentials[key] = Secret(value)
@@ -333,7 +334,7 @@ def _provider(
             options[key] = spec[key]
             continue
         value = check.string(spec, key, path) or fills.options.get(key, "")
-        if key in cls.required_options and not value:
+        if key in cls.required_options and not value and enabled:
             check.missing(spec.line_of(key), f"{path}.{key}", spec.get(key))
         if value:
             options[key] = value
@@ -358,7 +359,7 @@ def _provider(
         settings=settings, cls=cls,
         priority=check.integer(spec, "priority", path, 1, minimum=0),
         weight=check.number(spec, "weight", path, 1.0, minimum=0.0),
-        enabled=check.boolean(spec, "enabled", path, True),
+        enabled=enabled,
         timeout=check.duration(spec, "timeout", path, timeout, positive=True),
         breaker=_breaker(check, check.mapping(spec, "breaker", path), f"{path}.breaker", breaker),
     )

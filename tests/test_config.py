@@ -32,7 +32,8 @@ def problems(text: str, env: dict[str, str] | None = None) -> list[str]:
 
 def test_shipped_config_is_valid_with_credentials_set() -> None:
     config = load_config(REPO / "config.yaml", env=CREDS)
-    assert [p.name for p in config.providers] == ["aliyun", "huawei"]
+    assert [p.name for p in config.providers] == ["aliyun", "huawei", "tencent", "twilio"]
+    assert [p.name for p in config.providers if p.enabled] == ["aliyun", "huawei"]
     assert config.templates["verify_code"].params == ("code",)
     assert config.templates["verify_code"].on_unknown == "failover"
     assert config.server.api_keys == ()  # ${SMS_GATEWAY_API_KEY:-} unset: auth off
