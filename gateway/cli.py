@@ -90,6 +90,10 @@ def emulated_loader(path: Path, emulators: Mapping[str, EmulatorServer]) -> Call
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sms-gateway`` and ``python -m gateway``."""
+    words = sys.argv[1:] if argv is None else argv
+    if words and words[0] in {"send", "status"}:  # the caller commands (gateway/callers.py)
+        from gateway.callers import main as callers_main
+        return callers_main(words)
     args = parse_args(argv)
     setup_console(args.log_level or "INFO")
     if args.env_file:
