@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--log-level", type=str.upper, choices=LEVELS, metavar="LEVEL",
                         help=f"overrides logging.level from the config ({', '.join(LEVELS)})")
     parser.add_argument("--emulate", action="store_true",
-                        help="run the Aliyun and Huawei emulators in-process and use them")
+                        help="run the provider emulators in-process and use them")
     parser.add_argument("--check", action="store_true",
                         help="validate the config, print every problem, exit 0 or 2")
     parser.add_argument("--version", action="version", version=f"sms-gateway {__version__}")
@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_CONFIG
     path = Path(args.config)
     if args.check:
-        placeholder = {"aliyun": "http://127.0.0.1:1", "huawei": "http://127.0.0.1:1"}
+        from gateway.emulators.server import APPS
+
+        placeholder = dict.fromkeys(APPS, "http://127.0.0.1:1")
         try:
             load_config(path, emulation=emulation_for(placeholder) if args.emulate else None)
         except ConfigError as exc:

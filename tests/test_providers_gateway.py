@@ -51,3 +51,16 @@ def test_disabled_examples_need_no_secrets_but_enabled_ones_do() -> None:
     for variable in ("TENCENT_SECRET_ID", "TENCENT_SDK_APP_ID", "TWILIO_AUTH_TOKEN",
                      "TWILIO_SENDER"):
         assert variable in text
+
+
+def test_check_with_emulate_fills_every_emulated_type(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.cli import main
+
+    for name in ("TENCENT_SECRET_ID", "TENCENT_SECRET_KEY", "TENCENT_SDK_APP_ID",
+                 "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_SENDER"):
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / "config.yaml"
+    path.write_text(QUIET.replace("enabled: false", "enabled: true"))
+    assert main(["--config", str(path), "--check", "--emulate"]) == 0
+    assert main(["--config", str(path), "--check"]) == 2
