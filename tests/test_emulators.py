@@ -30,7 +30,7 @@ from gateway.emulators import (
     start_emulators,
 )
 from gateway.emulators.aliyun import acs3_string_to_sign
-from providers import REGISTRY, aliyun_sign, wsse
+from providers import REGISTRY, aliyun_sign, tencent, twilio, wsse
 from providers.base import (
     Delivery,
     Health,
@@ -523,3 +523,102 @@ async def test_cli_serves_until_sigterm(unused_tcp_port_factory: Callable[[], in
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+# Tencent: TC3 checks in the order of providers.md 3.7; every answer is HTTP 200.
+
+TENCENT_ID = EMULATOR_CREDENTIALS["tencent"]["secret_id"]
+TENCENT_KEY = EMULATOR_CREDENTIALS["tencent"]["secret_key"]
+TENCENT_BODY = json.dumps({"PhoneNumberSet": ["+8613800138000"], "SmsSdkAppId": "1400006666",
+                           "TemplateId": "1110", "TemplateParamSet": ["1234"],
+                           "SessionContext": "ctx-1"}).encode()
+
+
+def tencent_headers(server: EmulatorServer, body: bytes = TENCENT_BODY,
+                    secret_id: str = TENCENT_ID, secret_key: str = TENCENT_KEY,
+                    offset: int = 0) -> dict[str, str]:
+    stamp = int(time.time()) + offset
+    host = f"127.0.0.1:{server.port}"
+    return {"Content-Type": "application/json", "Host": host, "X-TC-Action": "SendSms",
+            "X-TC-Version": "2021-01-11", "X-TC-Timestamp": str(stamp),
+            "Authorization": tencent.authorization(secret_id, secret_key, stamp,
+                                                   "application/json", host, body)}
+
+
+@pytest.mark.parametrize(("change", "code"), [
+    ({"secret_key": "wrong"}, "AuthFailure.SignatureFailure"),
+    ({"secret_id": "AKIDnobody"}, "AuthFailure.SecretIdNotFound"),
+    ({"offset": -400}, "AuthFailure.SignatureExpire"),
+    ({"body": b"{}"}, "AuthFailure.SignatureFailure"),  # signed another body than sent
+])
+async def test_tencent_refusals_are_http_200_with_response_error(
+        start_emulator: Starter, change: dict[str, Any], code: str) -> None:
+    server = await start_emulator("tencent")
+    async with aiohttp.ClientSession() as http, http.post(
+            server.url + "/", data=TENCENT_BODY,
+            headers=tencent_headers(server, **change)) as response:
+        assert (response.status, response.headers["Content-Type"]) == (200,
+                                                                       "application/json")
+        answer = (await response.json())["Response"]
+    assert answer["Error"]["Code"] == code and answer["RequestId"]
+    assert server.state.counters["auth_failures"] == 1
+
+
+async def test_tencent_per_number_limit_inside_a_success(start_emulator: Starter) -> None:
+    server = await start_emulator("tencent")
+    body = TENCENT_BODY.replace(b'"+8613800138000"', b'"+8613800138000", "+8613800199915"')
+    async with aiohttp.ClientSession() as http, http.post(
+            server.url + "/", data=body, headers=tencent_headers(server, body)) as response:
+        statuses = (await response.json())["Response"]["SendStatusSet"]
+    assert [s["Code"] for s in statuses] == ["Ok", "LimitExceeded.PhoneNumberThirtySecondLimit"]
+    assert server.state.accepted["ctx-1"] == 1
+
+
+# Twilio: Basic auth, then the To/From/Body checks and the magic test numbers.
+
+TWILIO_SID = EMULATOR_CREDENTIALS["twilio"]["account_sid"]
+TWILIO_TOKEN = EMULATOR_CREDENTIALS["twilio"]["auth_token"]
+
+
+async def call_twilio(server: EmulatorServer, form: dict[str, str], sid: str = TWILIO_SID,
+                      token: str = TWILIO_TOKEN, path_sid: str | None = None,
+                      ) -> tuple[int, dict[str, Any]]:
+    url = server.url + twilio.messages_path(path_sid or sid)
+    async with aiohttp.ClientSession() as http, http.post(
+            url, data=form, headers={"Authorization": twilio.basic_auth(sid, token)}) as response:
+        return response.status, await response.json()
+
+
+TWILIO_FORM = {"To": "+14155552670", "From": "+15017122661", "Body": "Your code is 1"}
+
+
+@pytest.mark.parametrize(("form", "auth", "status", "code"), [
+    ({}, {"token": "wrong"}, 401, 20003),
+    ({}, {"path_sid": "ACsomeoneelse"}, 401, 20003),
+    ({"To": "4155552670"}, {}, 400, 21211),
+    ({"To": "+15005550001"}, {}, 400, 21211),
+    ({"To": "+15005550009"}, {}, 400, 21614),
+    ({"To": "+15005550004"}, {}, 400, 21610),
+    ({"From": ""}, {}, 400, 21603),
+    ({"Body": "x" * 1601}, {}, 400, 21617),
+])
+async def test_twilio_refusals(start_emulator: Starter, form: dict[str, str],
+                               auth: dict[str, str], status: int, code: int) -> None:
+    server = await start_emulator("twilio")
+    answer = await call_twilio(server, {**TWILIO_FORM, **form}, **auth)
+    assert answer[0] == status
+    assert answer[1]["code"] == code and answer[1]["status"] == status
+    assert answer[1]["more_info"].endswith(str(code))
+    assert server.state.counters["accepted"] == 0
+
+
+async def test_twilio_created_message_shape(start_emulator: Starter) -> None:
+    server = await start_emulator("twilio")
+    status, message = await call_twilio(server, TWILIO_FORM)
+    assert status == 201
+    assert message["status"] == "queued" and message["sid"].startswith("SM")
+    assert (message["num_segments"], message["num_media"]) == ("1", "0")
+    await server.apply("throttle")
+    status, answer = await call_twilio(server, TWILIO_FORM)
+    assert (status, answer["code"]) == (429, 20429)
+    assert server.state.counters["accepted"] == 1  # a 429 never creates a message
