@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -74,12 +75,15 @@ async def test_status_table_without_colour_when_piped(gw: Harness) -> None:
 
 
 async def test_unreachable_gateway_exits_4() -> None:
+    with socket.socket() as probe:  # a port nobody listens on once this closes
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "status", "--url", "http://127.0.0.1:9", cwd=REPO,
+        sys.executable, "-m", "gateway", "status", "--url", url, cwd=REPO,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     _out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 4
-    assert b"cannot reach http://127.0.0.1:9" in err
+    assert f"cannot reach {url}".encode() in err
 
 
 def test_render_status_pads_columns_and_colours_states() -> None:
