@@ -83,6 +83,10 @@ def check_options(options: Mapping[str, Any], endpoint: str | None) -> list[tupl
     for key in ("headers", "body", "success", "errors"):
         if key in options and not isinstance(options[key], Mapping):
             problems.append((key, "must be a mapping"))
+    body = options.get("body", {})
+    if options.get("format") == "form" and isinstance(body, Mapping) \
+            and any(isinstance(v, Mapping | list) for v in body.values()):
+        problems.append(("body", "a form body is flat: one value per field"))
     errors = options.get("errors", {})
     for code, name in errors.items() if isinstance(errors, Mapping) else ():
         if name not in CLASSES:

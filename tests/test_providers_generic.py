@@ -167,6 +167,13 @@ def test_bad_options_are_config_errors_with_lines(extra: str, words: str) -> Non
     assert any(words in str(p) and p.line > 0 for p in info.value.problems), info.value
 
 
+def test_a_form_body_must_be_flat() -> None:
+    block = BASE.format(endpoint="http://x").replace('{n: "{{ to }}"}', "{n: {m: x}}")
+    with pytest.raises(ConfigError, match=r"providers\.h\.body: a form body is flat"):
+        parse_config(HEADER + textwrap.indent(block + "  format: form\n", "  "), "c.yaml")
+    parse_config(HEADER + textwrap.indent(block, "  "), "c.yaml")  # nested JSON is fine
+
+
 async def test_templates_are_sandboxed_and_escaped_for_their_context(
         acme: tuple[str, list[dict[str, Any]]], session: aiohttp.ClientSession) -> None:
     url = acme[0]
