@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--log-level", type=str.upper, choices=LEVELS, metavar="LEVEL",
                         help=f"overrides logging.level from the config ({', '.join(LEVELS)})")
     parser.add_argument("--emulate", action="store_true",
-                        help="run the Aliyun and Huawei emulators in-process and use them")
+                        help="run the provider emulators in-process and use them")
     parser.add_argument("--check", action="store_true",
                         help="validate the config, print every problem, exit 0 or 2")
     parser.add_argument("--version", action="version", version=f"sms-gateway {__version__}")
@@ -69,6 +69,10 @@ def load_env_file(path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sms-gateway`` and ``python -m gateway``."""
+    words = sys.argv[1:] if argv is None else argv
+    if words and words[0] in {"send", "status"}:  # the caller commands (gateway/callers.py)
+        from gateway.callers import main as callers_main
+        return callers_main(words)
     args = parse_args(argv)
     setup_console(args.log_level)
     try:
@@ -96,7 +100,9 @@ def _main(args: argparse.Namespace) -> int:
 
 def check(path: Path, args: argparse.Namespace) -> int:
     """``--check``: the config is valid and its log file can be written; exit 0 or 2."""
-    placeholder = {"aliyun": "http://127.0.0.1:1", "huawei": "http://127.0.0.1:1"}
+    from gateway.emulators.server import APPS
+
+    placeholder = dict.fromkeys(APPS, "http://127.0.0.1:1")
     try:
         config = load_config(path, emulation=emulation_for(placeholder) if args.emulate else None,
                              profile=args.env)

@@ -377,20 +377,26 @@ def _provider(
         return None
     check.keys(spec, path, (*_PROVIDER_COMMON, *cls.required_options, *cls.optional_options))
     fills = _emulated(emulation, type_)
+    enabled = check.boolean(spec, "enabled", path, True)  # a disabled example may lack secrets
     creds = check.mapping(spec, "credentials", path)
     check.keys(creds, f"{path}.credentials", cls.credential_keys)
     credentials: dict[str, Secret] = {}
     for key in cls.credential_keys:
         value = check.string(creds, key, f"{path}.credentials", secret=True, unset_ok=True)
         value = value or fills.credentials.get(key, "")
-        if not value:
+        if not value and enabled:
             line = creds.line_of(key) if key in creds else spec.line_of("credentials")
             check.missing(line, f"{path}.credentials.{key}", creds.get(key))
         credentials[key] = Secret(value)
     options: dict[str, Any] = {}
+    structured = getattr(cls, "structured_options", ())  # mappings kept as written (type: http)
     for key in (*cls.required_options, *cls.optional_options):
+        if key in structured and isinstance(spec.get(key), dict):
+            options[key] = spec[key]
+            continue
         value = check.string(spec, key, path, unset_ok=True) or fills.options.get(key, "")
-        if not value and (key in cls.required_options or _names_unset(check, spec.get(key))):
+        if not value and enabled and (key in cls.required_options
+                                      or _names_unset(check, spec.get(key))):
             check.missing(spec.line_of(key), f"{path}.{key}", spec.get(key))
         if value:
             options[key] = value
@@ -410,11 +416,13 @@ def _provider(
     if fills.endpoint:
         endpoint = fills.endpoint
     settings = ProviderSettings(name, type_, endpoint, credentials, mapped, options)
+    for key, message in getattr(cls, "check_options", lambda _o, _e: [])(options, endpoint):
+        check.problem(spec.line_of(key.partition(".")[0]), f"{path}.{key}", message)
     return ProviderConfig(
         settings=settings, cls=cls,
         priority=check.integer(spec, "priority", path, 1, minimum=0),
         weight=check.number(spec, "weight", path, 1.0, minimum=0.0),
-        enabled=check.boolean(spec, "enabled", path, True),
+        enabled=enabled,
         timeout=check.duration(spec, "timeout", path, timeout, positive=True),
         breaker=_breaker(check, check.mapping(spec, "breaker", path), f"{path}.breaker", breaker),
     )

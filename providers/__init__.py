@@ -6,8 +6,11 @@ import importlib
 
 from providers.aliyun import AliyunProvider
 from providers.base import Delivery, Health, Message, Provider, ProviderSettings, SendResult
+from providers.generic_http import GenericHttpProvider
 from providers.huawei import HuaweiProvider
 from providers.sandbox import SandboxProvider
+from providers.tencent import TencentProvider
+from providers.twilio import TwilioProvider
 
 __all__ = [
     "REGISTRY", "Delivery", "Health", "Message", "Provider", "ProviderSettings", "SendResult",
@@ -16,8 +19,11 @@ __all__ = [
 
 REGISTRY: dict[str, type[Provider]] = {
     "aliyun": AliyunProvider,
+    "http": GenericHttpProvider,
     "huawei": HuaweiProvider,
     "sandbox": SandboxProvider,
+    "tencent": TencentProvider,
+    "twilio": TwilioProvider,
 }
 
 

@@ -32,7 +32,8 @@ def problems(text: str, env: dict[str, str] | None = None) -> list[str]:
 
 def test_shipped_config_is_valid_with_credentials_set() -> None:
     config = load_config(REPO / "config.yaml", env=CREDS)
-    assert [p.name for p in config.providers] == ["aliyun", "huawei"]
+    assert [p.name for p in config.providers] == ["aliyun", "huawei", "tencent", "twilio"]
+    assert [p.name for p in config.providers if p.enabled] == ["aliyun", "huawei"]
     assert config.templates["verify_code"].params == ("code",)
     assert config.templates["verify_code"].on_unknown == "failover"
     assert config.server.api_keys == ()  # ${SMS_GATEWAY_API_KEY:-} unset: auth off
@@ -109,7 +110,7 @@ providers:
 """)
     assert any("conf.yaml:5: providers[1].name: duplicate provider name 'a'" in p for p in found)
     assert any("conf.yaml:6: providers.b.type: unknown provider type 'pigeon'" in p
-               and "aliyun, huawei, sandbox" in p for p in found)
+               and "aliyun, http, huawei, sandbox, tencent, twilio" in p for p in found)
 
 
 def test_a_template_no_provider_can_map_is_an_error() -> None:

@@ -30,8 +30,7 @@ from gateway.emulators import (
     start_emulators,
 )
 from gateway.emulators.aliyun import acs3_string_to_sign
-from providers import aliyun_sign, wsse
-from providers.aliyun import AliyunProvider
+from providers import REGISTRY, aliyun_sign, tencent, twilio, wsse
 from providers.base import (
     Delivery,
     Health,
@@ -41,7 +40,7 @@ from providers.base import (
     Secret,
 )
 from providers.http import make_session
-from providers.huawei import PATH, HuaweiProvider
+from providers.huawei import PATH
 
 _ids = itertools.count(1)
 Starter = Callable[[str], Awaitable[EmulatorServer]]
@@ -69,7 +68,7 @@ async def start_emulator() -> AsyncIterator[Starter]:
         await emulator.stop()
 
 
-@pytest.fixture(params=["aliyun", "huawei"])
+@pytest.fixture(params=["aliyun", "huawei", "tencent", "twilio"])
 async def server(request: pytest.FixtureRequest, start_emulator: Starter) -> EmulatorServer:
     return await start_emulator(request.param)
 
@@ -84,15 +83,18 @@ async def huawei(start_emulator: Starter) -> EmulatorServer:
     return await start_emulator("huawei")
 
 
+TEMPLATE_IDS = {"aliyun": "SMS_154950909", "huawei": "8ff55eac", "tencent": "1110",
+                "twilio": "Your code is {code}"}
+
+
 def client(server: EmulatorServer, session: aiohttp.ClientSession) -> Provider:
     """The gateway's provider class for this emulator, with the emulator's credentials."""
     settings = ProviderSettings(
         name=server.kind, type=server.kind, endpoint=server.url,
         credentials={k: Secret(v) for k, v in EMULATOR_CREDENTIALS[server.kind].items()},
-        templates={"verify_code": "SMS_154950909" if server.kind == "aliyun" else "8ff55eac"},
+        templates={"verify_code": TEMPLATE_IDS[server.kind]},
         options=EMULATOR_OPTIONS[server.kind])
-    cls = AliyunProvider if server.kind == "aliyun" else HuaweiProvider
-    return cls(settings, session)
+    return REGISTRY[server.kind](settings, session)
 
 
 def message() -> Message:
@@ -211,7 +213,8 @@ async def test_stop_ends_a_hanging_request_promptly(server: EmulatorServer,
 async def test_start_emulators_gives_each_kind_its_own_port() -> None:
     servers = await start_emulators()
     try:
-        assert set(servers) == {"aliyun", "huawei"}
+        assert set(servers) == {"aliyun", "huawei", "tencent", "twilio"}
+        assert len({server.port for server in servers.values()}) == 4
         assert servers["aliyun"].port != servers["huawei"].port
         assert servers["aliyun"].url == f"http://127.0.0.1:{servers['aliyun'].port}"
     finally:
@@ -481,6 +484,19 @@ async def test_control_routes(aiohttp_client: AiohttpClient, aliyun: EmulatorSer
         is Delivery.ACCEPTED
 
 
+async def test_control_routes_answer_deep_json_with_400(aiohttp_client: AiohttpClient,
+                                                        aliyun: EmulatorServer) -> None:
+    """JSON nested past the parser's recursion limit is a bad change, not a 500."""
+    app = web.Application()
+    app.add_routes(control_routes({"aliyun": aliyun}))
+    admin = await aiohttp_client(app)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    response = await admin.post("/_emulator/aliyun", data=deep,
+                                headers={"Content-Type": "application/json"})
+    assert (response.status, response.content_type) == (400, "application/problem+json")
+    assert aliyun.state.mode == "ok"
+
+
 async def test_cli_serves_until_sigterm(unused_tcp_port_factory: Callable[[], int]) -> None:
     port = unused_tcp_port_factory()
     process = await asyncio.create_subprocess_exec(
@@ -491,16 +507,118 @@ async def test_cli_serves_until_sigterm(unused_tcp_port_factory: Callable[[], in
     assert process.stdout is not None
     try:
         lines = [(await asyncio.wait_for(process.stdout.readline(), 10)).decode()
-                 for _ in range(3)]
+                 for _ in range(5)]
         assert lines[0].startswith("aliyun ") and "emulator-access-key-secret" in lines[0]
         assert lines[1].startswith("huawei ") and "csms12345678" in lines[1]
-        assert f"http://127.0.0.1:{port}/_emulator" in lines[2]
+        assert lines[2].startswith("tencent ") and "1400006666" in lines[2]
+        assert lines[3].startswith("twilio ") and "emulator-auth-token" in lines[3]
+        assert f"http://127.0.0.1:{port}/_emulator" in lines[4]
         async with aiohttp.ClientSession() as http, \
                 http.get(f"http://127.0.0.1:{port}/_emulator") as response:
-            assert set((await response.json())["emulators"]) == {"aliyun", "huawei"}
+            assert set((await response.json())["emulators"]) == {"aliyun", "huawei", "tencent",
+                                                                 "twilio"}
         process.terminate()
         assert await asyncio.wait_for(process.wait(), 10) == 0
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+# Tencent: TC3 checks in the order of providers.md 3.7; every answer is HTTP 200.
+
+TENCENT_ID = EMULATOR_CREDENTIALS["tencent"]["secret_id"]
+TENCENT_KEY = EMULATOR_CREDENTIALS["tencent"]["secret_key"]
+TENCENT_BODY = json.dumps({"PhoneNumberSet": ["+8613800138000"], "SmsSdkAppId": "1400006666",
+                           "TemplateId": "1110", "TemplateParamSet": ["1234"],
+                           "SessionContext": "ctx-1"}).encode()
+
+
+def tencent_headers(server: EmulatorServer, body: bytes = TENCENT_BODY,
+                    secret_id: str = TENCENT_ID, secret_key: str = TENCENT_KEY,
+                    offset: int = 0) -> dict[str, str]:
+    stamp = int(time.time()) + offset
+    host = f"127.0.0.1:{server.port}"
+    return {"Content-Type": "application/json", "Host": host, "X-TC-Action": "SendSms",
+            "X-TC-Version": "2021-01-11", "X-TC-Timestamp": str(stamp),
+            "Authorization": tencent.authorization(secret_id, secret_key, stamp,
+                                                   "application/json", host, body)}
+
+
+@pytest.mark.parametrize(("change", "code"), [
+    ({"secret_key": "wrong"}, "AuthFailure.SignatureFailure"),
+    ({"secret_id": "AKIDnobody"}, "AuthFailure.SecretIdNotFound"),
+    ({"offset": -400}, "AuthFailure.SignatureExpire"),
+    ({"body": b"{}"}, "AuthFailure.SignatureFailure"),  # signed another body than sent
+])
+async def test_tencent_refusals_are_http_200_with_response_error(
+        start_emulator: Starter, change: dict[str, Any], code: str) -> None:
+    server = await start_emulator("tencent")
+    async with aiohttp.ClientSession() as http, http.post(
+            server.url + "/", data=TENCENT_BODY,
+            headers=tencent_headers(server, **change)) as response:
+        assert (response.status, response.headers["Content-Type"]) == (200,
+                                                                       "application/json")
+        answer = (await response.json())["Response"]
+    assert answer["Error"]["Code"] == code and answer["RequestId"]
+    assert server.state.counters["auth_failures"] == 1
+
+
+async def test_tencent_per_number_limit_inside_a_success(start_emulator: Starter) -> None:
+    server = await start_emulator("tencent")
+    body = TENCENT_BODY.replace(b'"+8613800138000"', b'"+8613800138000", "+8613800199915"')
+    async with aiohttp.ClientSession() as http, http.post(
+            server.url + "/", data=body, headers=tencent_headers(server, body)) as response:
+        statuses = (await response.json())["Response"]["SendStatusSet"]
+    assert [s["Code"] for s in statuses] == ["Ok", "LimitExceeded.PhoneNumberThirtySecondLimit"]
+    assert server.state.accepted["ctx-1"] == 1
+
+
+# Twilio: Basic auth, then the To/From/Body checks and the magic test numbers.
+
+TWILIO_SID = EMULATOR_CREDENTIALS["twilio"]["account_sid"]
+TWILIO_TOKEN = EMULATOR_CREDENTIALS["twilio"]["auth_token"]
+
+
+async def call_twilio(server: EmulatorServer, form: dict[str, str], sid: str = TWILIO_SID,
+                      token: str = TWILIO_TOKEN, path_sid: str | None = None,
+                      ) -> tuple[int, dict[str, Any]]:
+    url = server.url + twilio.messages_path(path_sid or sid)
+    async with aiohttp.ClientSession() as http, http.post(
+            url, data=form, headers={"Authorization": twilio.basic_auth(sid, token)}) as response:
+        return response.status, await response.json()
+
+
+TWILIO_FORM = {"To": "+14155552670", "From": "+15017122661", "Body": "Your code is 1"}
+
+
+@pytest.mark.parametrize(("form", "auth", "status", "code"), [
+    ({}, {"token": "wrong"}, 401, 20003),
+    ({}, {"path_sid": "ACsomeoneelse"}, 401, 20003),
+    ({"To": "4155552670"}, {}, 400, 21211),
+    ({"To": "+15005550001"}, {}, 400, 21211),
+    ({"To": "+15005550009"}, {}, 400, 21614),
+    ({"To": "+15005550004"}, {}, 400, 21610),
+    ({"From": ""}, {}, 400, 21603),
+    ({"Body": "x" * 1601}, {}, 400, 21617),
+])
+async def test_twilio_refusals(start_emulator: Starter, form: dict[str, str],
+                               auth: dict[str, str], status: int, code: int) -> None:
+    server = await start_emulator("twilio")
+    answer = await call_twilio(server, {**TWILIO_FORM, **form}, **auth)
+    assert answer[0] == status
+    assert answer[1]["code"] == code and answer[1]["status"] == status
+    assert answer[1]["more_info"].endswith(str(code))
+    assert server.state.counters["accepted"] == 0
+
+
+async def test_twilio_created_message_shape(start_emulator: Starter) -> None:
+    server = await start_emulator("twilio")
+    status, message = await call_twilio(server, TWILIO_FORM)
+    assert status == 201
+    assert message["status"] == "queued" and message["sid"].startswith("SM")
+    assert (message["num_segments"], message["num_media"]) == ("1", "0")
+    await server.apply("throttle")
+    status, answer = await call_twilio(server, TWILIO_FORM)
+    assert (status, answer["code"]) == (429, 20429)
+    assert server.state.counters["accepted"] == 1  # a 429 never creates a message

@@ -1,4 +1,5 @@
-"""Local emulators of the Aliyun and Huawei SMS APIs, speaking their real wire protocols.
+"""Local emulators of the Aliyun, Huawei, Tencent and Twilio SMS APIs, on their real wire
+protocols.
 
 Used by the tests, by ``sms-gateway --emulate`` and by ``sms-emulator`` (SPEC section 6).
 """

@@ -21,16 +21,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from gateway.emulators.state import (
-    ANSWER_MODES,
-    STATE_KEY,
-    EmulatorState,
-    Refused,
-    emulator_app,
-    json_response,
-    misbehave,
-    parse_utc,
-)
+from gateway.emulators.base import ProviderEmulator
+from gateway.emulators.state import EmulatorState, Refused, json_response, parse_utc
 from providers import aliyun_sign
 
 HOST_ID = "dysmsapi.aliyuncs.com"
@@ -110,33 +102,39 @@ class _Sms:
     out_id: str
 
 
-class _Aliyun:
+class _Aliyun(ProviderEmulator[_Sms]):
     """The request handler; holds the credentials and the nonces seen."""
 
+    key_names = ("access_key_id", "access_key_secret")
+    sample = _SAMPLE
+    routes = (("GET", "/"), ("POST", "/"))
+
     def __init__(self, state: EmulatorState, credentials: Mapping[str, str]) -> None:
-        self.secrets = state.secrets  # shared, so EmulatorServer.trust() can add keys
-        self.secrets[credentials["access_key_id"]] = credentials["access_key_secret"]
+        super().__init__(state, credentials)
         self.nonces = NonceCache(WINDOW)
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        early = await misbehave(request, _SAMPLE)
-        if early is not None:
-            return early
-        state = request.app[STATE_KEY]
+    async def check(self, request: web.Request) -> _Sms:
         body = await request.read()  # cached by misbehave
         query = dict(parse_qsl(request.rel_url.raw_query_string, keep_blank_values=True))
         form = (dict(parse_qsl(body.decode(errors="replace"), keep_blank_values=True))
                 if request.content_type == "application/x-www-form-urlencoded" else {})
-        try:
-            if request.headers.get("Authorization", "").startswith(ACS3):
-                self._verify_acs3(request, query, body)
-            else:
-                self._verify_v1(request.method, query | form)
-            sms = _validate(query | form)
-        except Refused as refused:
-            state.counters[refused.counter] += 1
-            return refused.response
-        return _respond(state, sms)
+        if request.headers.get("Authorization", "").startswith(ACS3):
+            self._verify_acs3(request, query, body)
+        else:
+            self._verify_v1(request.method, query | form)
+        return _validate(query | form)
+
+    def mode_answer(self, mode: str, sms: _Sms) -> web.Response:
+        status, code, message = _MODE_ANSWERS[mode]
+        # x-acs-retry-after is what the new SDK reads (providers.md 1.5); real use unverified.
+        headers = {"x-acs-retry-after": "2"} if mode == "throttle" else None
+        return answer(status, code, message, headers)
+
+    def accept(self, state: EmulatorState, sms: _Sms) -> web.Response:
+        biz_id = f"{random.randrange(10**18, 10**19)}^0"
+        state.record_accept(sms.out_id, sms.numbers, sms.template, sms.params, biz_id)
+        return json_response(200, {"RequestId": str(uuid.uuid4()).upper(), "Message": "OK",
+                                   "BizId": biz_id, "Code": "OK"})
 
     def _verify_v1(self, method: str, params: dict[str, str]) -> None:
         _check_api(params.get("Action"), params.get("Version"))
@@ -227,23 +225,6 @@ def _validate(params: dict[str, str]) -> _Sms:
     return _Sms(numbers, params["TemplateCode"], template_params, params.get("OutId", ""))
 
 
-def _respond(state: EmulatorState, sms: _Sms) -> web.Response:
-    if state.mode in ANSWER_MODES:
-        state.counters["rejected"] += 1
-        status, code, message = _MODE_ANSWERS[state.mode]
-        # x-acs-retry-after is what the new SDK reads (providers.md 1.5); real use unverified.
-        headers = {"x-acs-retry-after": "2"} if state.mode == "throttle" else None
-        return answer(status, code, message, headers)
-    biz_id = f"{random.randrange(10**18, 10**19)}^0"
-    state.record_accept(sms.out_id, sms.numbers, sms.template, sms.params, biz_id)
-    return json_response(200, {"RequestId": str(uuid.uuid4()).upper(), "Message": "OK",
-                               "BizId": biz_id, "Code": "OK"})
-
-
 def aliyun_app(state: EmulatorState, credentials: Mapping[str, str]) -> web.Application:
     """The Aliyun emulator: ``GET|POST /`` answering SendSms as Dysmsapi does."""
-    app = emulator_app(state)
-    handler = _Aliyun(state, credentials)
-    app.router.add_get("/", handler.handle, allow_head=False)
-    app.router.add_post("/", handler.handle)
-    return app
+    return _Aliyun.app(state, credentials)

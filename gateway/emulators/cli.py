@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sms-emulator",
-        description="Serve the Aliyun and Huawei SMS emulators (fake credentials, nothing sent).")
+        description="Serve the Aliyun, Huawei, Tencent and Twilio SMS emulators "
+                    "(fake credentials, nothing sent).")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000,
                         help="first provider port; the next ones follow (0: free ports)")

@@ -20,17 +20,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from gateway.emulators.state import (
-    ANSWER_MODES,
-    STATE_KEY,
-    EmulatorState,
-    Refused,
-    emulator_app,
-    json_response,
-    misbehave,
-    parse_utc,
-    utc_now,
-)
+from gateway.emulators.base import ProviderEmulator
+from gateway.emulators.state import EmulatorState, Refused, json_response, parse_utc, utc_now
 from providers import wsse
 
 PATH = "/sms/batchSendSms/v1"
@@ -83,31 +74,39 @@ class _Sms:
     extend: str
 
 
-class _Huawei:
+class _Huawei(ProviderEmulator[_Sms]):
     """The request handler; holds the app_key -> app_secret table."""
 
-    def __init__(self, state: EmulatorState, credentials: Mapping[str, str]) -> None:
-        self.secrets = state.secrets  # shared, so EmulatorServer.trust() can add keys
-        self.secrets[credentials["app_key"]] = credentials["app_secret"]
+    key_names = ("app_key", "app_secret")
+    sample = _SAMPLE
+    routes = (("POST", PATH),)
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        early = await misbehave(request, _SAMPLE)
-        if early is not None:
-            return early
-        state = request.app[STATE_KEY]
-        try:
-            if request.content_type != "application/x-www-form-urlencoded":
-                raise _refuse(400, "E000040",
-                              "Content-Type must be application/x-www-form-urlencoded.",
-                              "rejected")
-            _check_authorization(request.headers.get("Authorization"))
-            self._check_wsse(request.headers.get("X-WSSE"))
-            body = (await request.read()).decode(errors="replace")
-            sms = _validate(dict(parse_qsl(body, keep_blank_values=True)))
-        except Refused as refused:
-            state.counters[refused.counter] += 1
-            return refused.response
-        return _respond(state, sms)
+    async def check(self, request: web.Request) -> _Sms:
+        if request.content_type != "application/x-www-form-urlencoded":
+            raise _refuse(400, "E000040",
+                          "Content-Type must be application/x-www-form-urlencoded.", "rejected")
+        _check_authorization(request.headers.get("Authorization"))
+        self._check_wsse(request.headers.get("X-WSSE"))
+        body = (await request.read()).decode(errors="replace")
+        return _validate(dict(parse_qsl(body, keep_blank_values=True)))
+
+    def mode_answer(self, mode: str, sms: _Sms) -> web.Response:
+        status, code, description = _MODE_ANSWERS[mode]
+        if mode == "limit":  # E200015: too many messages for this number (providers.md 2.4)
+            return answer(status, code, description, result=_result(sms, "E200015"))
+        return answer(status, code, description)
+
+    def accept(self, state: EmulatorState, sms: _Sms) -> web.Response:
+        result = _result(sms)
+        sent = [item for item in result if item["status"] == "000000"]
+        if not sent:  # every number refused: E000510, "see status" (providers.md 2.5)
+            state.counters["rejected"] += 1
+            return answer(400, "E000510", "The SMS fails to be sent. For details, see status.",
+                          result=result)
+        ids = ",".join(item["smsMsgId"] for item in sent)
+        state.record_accept(sms.extend, [item["originTo"] for item in sent], sms.template,
+                            sms.params, ids)
+        return answer(200, "000000", "Success", result=result)
 
     def _check_wsse(self, header: str | None) -> None:
         if not header:
@@ -175,27 +174,6 @@ def _result(sms: _Sms, status: str | None = None) -> list[dict[str, str]]:
             for number in sms.numbers]
 
 
-def _respond(state: EmulatorState, sms: _Sms) -> web.Response:
-    if state.mode in ANSWER_MODES:
-        state.counters["rejected"] += 1
-        status, code, description = _MODE_ANSWERS[state.mode]
-        if state.mode == "limit":  # E200015: too many messages for this number (providers.md 2.4)
-            return answer(status, code, description, result=_result(sms, "E200015"))
-        return answer(status, code, description)
-    result = _result(sms)
-    sent = [item for item in result if item["status"] == "000000"]
-    if not sent:  # every number refused: E000510, "see status" (providers.md 2.5)
-        state.counters["rejected"] += 1
-        return answer(400, "E000510", "The SMS fails to be sent. For details, see status.",
-                      result=result)
-    ids = ",".join(item["smsMsgId"] for item in sent)
-    state.record_accept(sms.extend, [item["originTo"] for item in sent], sms.template,
-                        sms.params, ids)
-    return answer(200, "000000", "Success", result=result)
-
-
 def huawei_app(state: EmulatorState, credentials: Mapping[str, str]) -> web.Application:
     """The Huawei emulator: ``POST /sms/batchSendSms/v1`` as MSGSMS answers it."""
-    app = emulator_app(state)
-    app.router.add_post(PATH, _Huawei(state, credentials).handle)
-    return app
+    return _Huawei.app(state, credentials)

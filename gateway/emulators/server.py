@@ -12,12 +12,16 @@ from aiohttp import web
 from gateway.emulators.aliyun import aliyun_app
 from gateway.emulators.huawei import huawei_app
 from gateway.emulators.state import EMULATOR_CREDENTIALS, MODES, EmulatorState
+from gateway.emulators.tencent import tencent_app
+from gateway.emulators.twilio import twilio_app
 
 log = logging.getLogger(__name__)
 
 APPS: dict[str, Callable[[EmulatorState, Mapping[str, str]], web.Application]] = {
     "aliyun": aliyun_app,
     "huawei": huawei_app,
+    "tencent": tencent_app,
+    "twilio": twilio_app,
 }
 _CLOSE_WAIT = 1.0  # seconds to let closed connections finish their handlers
 
@@ -127,12 +131,12 @@ class EmulatorServer:
 
 
 async def start_emulators(host: str = "127.0.0.1",
-                          kinds: Iterable[str] = ("aliyun", "huawei"),
+                          kinds: Iterable[str] | None = None,
                           ) -> dict[str, EmulatorServer]:
-    """Start one emulator per kind, each on a free port; all or none."""
+    """Start one emulator per kind (default: every kind), each on a free port; all or none."""
     servers: dict[str, EmulatorServer] = {}
     try:
-        for kind in kinds:
+        for kind in APPS if kinds is None else kinds:
             server = EmulatorServer(kind, host)
             await server.start()
             servers[kind] = server
@@ -179,7 +183,7 @@ def control_routes(servers: Mapping[str, EmulatorServer]) -> list[web.RouteDef]:
             return _problem(415, "Bad emulator change", "send the change as application/json")
         try:
             body = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested past the C stack
             body = None
         if not isinstance(body, dict) or not body or set(body) - {"mode", "latency_ms"} \
                 or not isinstance(body.get("mode", ""), str):

@@ -1,9 +1,9 @@
 """What an emulator remembers, and the wire behaviour its modes share across providers.
 
-A provider module (aliyun.py, huawei.py) knows its protocol: signatures, field checks and the
-provider's own error bodies. Everything that is the same for both lives here: the modes, the
-counters, latency, and the misbehaviours that sit below the protocol (hang, garbage, html, huge,
-reset, drip).
+A provider module (aliyun.py, huawei.py, tencent.py, twilio.py) knows its protocol: signatures,
+field checks and the provider's own error bodies; base.py holds the handler skeleton they share.
+Everything that is the same for all lives here: the modes, the counters, latency, and the
+misbehaviours that sit below the protocol (hang, garbage, html, huge, reset, drip).
 """
 
 from __future__ import annotations
@@ -38,10 +38,19 @@ EMULATOR_CREDENTIALS: Mapping[str, Mapping[str, str]] = MappingProxyType({
                                 "access_key_secret": "emulator-access-key-secret"}),
     "huawei": MappingProxyType({"app_key": "emulator-app-key",
                                 "app_secret": "emulator-app-secret"}),
+    "tencent": MappingProxyType({"secret_id": "AKIDemulatorSecretId",
+                                 "secret_key": "emulator-secret-key"}),
+    "twilio": MappingProxyType({"account_sid": "ACemulator0000000000000000000000",
+                                "auth_token": "emulator-auth-token"}),
 })
 EMULATOR_OPTIONS: Mapping[str, Mapping[str, str]] = MappingProxyType({
     "aliyun": MappingProxyType({"sign_name": "SMS Gateway"}),
     "huawei": MappingProxyType({"sender": "csms12345678"}),
+    "tencent": MappingProxyType({"sdk_app_id": "1400006666", "sign_name": "SMS Gateway"}),
+    # Twilio echoes nothing of ours but the StatusCallback URL, which carries our id; the
+    # emulator posts no callbacks yet, so the URL only has to be well formed.
+    "twilio": MappingProxyType({"sender": "+15017122661",
+                                "status_callback": "http://127.0.0.1:8080/receipts/twilio"}),
 })
 
 _COUNTERS = ("requests", "accepted", "rejected", "auth_failures", "faults")
@@ -91,7 +100,8 @@ class EmulatorState:
 
     def record_accept(self, correlation_id: str, to: list[str], template: str,
                       params: Any, provider_message_id: str) -> None:
-        """Count one accepted message under its correlation id (Aliyun OutId, Huawei extend)."""
+        """Count one accepted message under its correlation id (Aliyun OutId, Huawei extend,
+        Tencent SessionContext, the ``id`` in Twilio's StatusCallback URL)."""
         self.counters["accepted"] += 1
         self.accepted[correlation_id] += 1
         self.messages.append({"id": correlation_id, "to": to, "template": template,
