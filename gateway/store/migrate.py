@@ -1,0 +1,59 @@
+"""Alembic, run programmatically: the migrations ship inside the package (migrations/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.store.errors import SchemaTooNewError
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+# Any constant: replicas starting together migrate one after the other (PostgreSQL only).
+_PG_LOCK = 0x5_3_4_D_5_3  # "SMS"
+
+
+def _config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head() -> str:
+    """The newest revision this code knows."""
+    revision = ScriptDirectory.from_config(_config()).get_current_head()
+    assert revision is not None
+    return revision
+
+
+def current(connection: Connection) -> tuple[str, ...]:
+    """The revision(s) the database is at; () before the first migration."""
+    return MigrationContext.configure(connection).get_current_heads()
+
+
+async def upgrade_connection(conn: AsyncConnection, shown: str) -> str:
+    """Migrate the database behind ``conn`` to head in one transaction; the revision reached."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
+    revision = await conn.run_sync(_upgrade, shown)
+    await conn.commit()
+    return revision
+
+
+def _upgrade(connection: Connection, shown: str) -> str:
+    script = ScriptDirectory.from_config(_config())
+    known = {rev.revision for rev in script.walk_revisions()}
+    for revision in current(connection):
+        if revision not in known:
+            raise SchemaTooNewError(
+                f"the database at {shown} has schema revision {revision!r}, newer than this "
+                f"gateway knows (its newest is {script.get_current_head()!r}): "
+                "run the newer gateway, or restore a backup taken before it migrated")
+    command.upgrade(_config(connection), "head")
+    return head()

@@ -1,0 +1,100 @@
+"""Opening the store: parse the URL, check the file, migrate, start the writer."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.store.db import Clock, Database
+from gateway.store.engine import create_engines
+from gateway.store.errors import (
+    CorruptStoreError,
+    StoreConfigError,
+    StoreError,
+    StoreUnavailableError,
+)
+from gateway.store.idempotency import DEFAULT_TTL, Idempotency
+from gateway.store.migrate import upgrade_connection
+from gateway.store.provider_state import ProviderStates
+from gateway.store.records import Records
+from gateway.store.urls import StoreURL, parse, scrub
+from gateway.store.writer import reason
+
+# What SQLite says about a file that is there but is not (or no longer) a database.
+_CORRUPT = ("file is not a database", "database disk image is malformed")
+
+
+class Store:
+    """The message store: ``records``, ``idempotency`` and ``providers``, over one database."""
+
+    def __init__(self, target: StoreURL, db: Database, idempotency_ttl: float) -> None:
+        self.target = target
+        self._db = db
+        self.records = Records(db)
+        self.idempotency = Idempotency(db, idempotency_ttl)
+        self.providers = ProviderStates(db)
+
+    @property
+    def write_engine(self) -> AsyncEngine:
+        """The engine the group-commit writer uses (tests count its commits)."""
+        return self._db.engines.writer
+
+    async def close(self) -> None:
+        """Write what is queued, then close every connection."""
+        await self._db.close()
+
+
+async def open_store(url: str, *, base: Path | None = None, clock: Clock = time.time,
+                     idempotency_ttl: float = DEFAULT_TTL) -> Store:
+    """Open (and migrate) the store at ``url``; relative SQLite paths resolve against ``base``.
+
+    StoreConfigError (exit 2 at start) for an unusable URL, file or schema;
+    StoreUnavailableError when the database cannot be reached.
+    """
+    target = parse(url, base)
+    db = Database(create_engines(target), clock)
+    try:
+        await _migrate(target, db.engines.writer)
+    except BaseException:
+        await db.engines.dispose()
+        raise
+    db.start()
+    return Store(target, db, idempotency_ttl)
+
+
+async def upgrade(url: str, *, base: Path | None = None) -> str:
+    """Migrate the database at ``url`` to this code's schema; the revision it is now at."""
+    target = parse(url, base)
+    engines = create_engines(target)
+    try:
+        return await _migrate(target, engines.writer)
+    finally:
+        await engines.dispose()
+
+
+async def _migrate(target: StoreURL, engine: AsyncEngine) -> str:
+    try:
+        async with engine.connect() as conn:
+            return await upgrade_connection(conn, target.shown)
+    except StoreError:
+        raise
+    except (DBAPIError, OSError) as exc:
+        raise _explain(target, exc) from None
+
+
+def _explain(target: StoreURL, exc: BaseException) -> StoreError:
+    """A start-up failure in words that name the file or the (password-free) URL."""
+    why = reason(exc)
+    if target.kind == "postgresql":
+        return StoreUnavailableError(
+            f"cannot use the PostgreSQL store at {target.shown}: "
+            f"{scrub(why, target.url.render_as_string(hide_password=False))}")
+    where = target.path or "memory"
+    if any(text in why for text in _CORRUPT):
+        return CorruptStoreError(
+            f"storage file {where} is corrupt ({why}); it was left untouched: "
+            "restore a backup or move it away")
+    return StoreConfigError(f"cannot use the storage file {where}: {why}")
