@@ -1,0 +1,137 @@
+"""The store survives restarts, batches its commits and refuses what it cannot use safely."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, event, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from gateway.store import (
+    Conflict,
+    ListQuery,
+    NewMessage,
+    Replay,
+    SchemaTooNewError,
+    StoreClosedError,
+    body_hash,
+    open_store,
+)
+from gateway.store.schema import metadata
+from gateway.store.urls import parse
+
+from .conftest import START, Opener
+
+A = "+8613800138000"
+BODY = body_hash(b"{}")
+
+
+def message(mid: str) -> NewMessage:
+    return NewMessage(mid, "app", "verify_code", [A], {"code": "1"})
+
+
+async def test_records_keys_and_provider_state_survive_a_restart(store_url: str,
+                                                                 open_at: Opener) -> None:
+    before = await open_at(store_url)
+    await before.records.create(message("m1"))
+    seq = await before.records.attempt_started("m1", "aliyun")
+    await before.records.attempt_finished("m1", seq, "accepted", provider_message_id="p1")
+    await before.records.finish("m1", "sent", provider="aliyun", provider_message_id="p1")
+    await before.records.create(message("m2"))  # answered never: still sending at the crash
+    await before.idempotency.claim("app", "done", BODY, "m1")
+    await before.idempotency.complete("app", "done", 200, {"id": "m1", "status": "sent"})
+    await before.idempotency.claim("app", "busy", BODY, "m2")
+    await before.providers.set_disabled("huawei", START + 300, "account suspended")
+    await before.providers.set_forced_open("aliyun", True, "maintenance")
+    await before.close()
+
+    after = await open_at(store_url)
+    sent = await after.records.get("m1")
+    assert sent is not None and (sent.status, sent.provider_message_id) == ("sent", "p1")
+    assert [a.outcome for a in sent.attempts] == ["accepted"]
+    page = await after.records.list(ListQuery(to=A))
+    assert [item.id for item in page.items] == ["m2", "m1"]  # one created_at: id breaks ties
+    assert await after.idempotency.claim("app", "done", BODY) == Replay(
+        200, {"id": "m1", "status": "sent"}, "m1")
+    assert await after.idempotency.claim("app", "busy", BODY) == Conflict("in_flight")
+    states = await after.providers.all()
+    assert (states["huawei"].disabled_until, states["huawei"].reason) == (
+        START + 300, "account suspended")
+    assert states["aliyun"].forced_open and states["aliyun"].disabled_until is None
+    await after.providers.set_disabled("huawei", None, None)
+    await after.providers.clear("aliyun")
+    states = await after.providers.all()
+    assert list(states) == ["huawei"] and states["huawei"].disabled_until is None
+
+
+async def test_concurrent_writes_share_commits(store_url: str, open_at: Opener) -> None:
+    store = await open_at(store_url)
+    commits: list[int] = []
+    event.listen(store.write_engine.sync_engine, "commit", lambda conn: commits.append(1))
+    writes = 40
+    await asyncio.gather(*(store.records.create(message(f"m{i}")) for i in range(writes)))
+    page = await store.records.list(ListQuery(limit=writes))
+    assert len(page.items) == writes
+    # Group commit: queued writes share a transaction; one commit per write would be 40.
+    assert 1 <= len(commits) < writes / 4, f"{len(commits)} commits for {writes} writes"
+
+
+async def test_a_failing_write_does_not_undo_its_batch(store_url: str, open_at: Opener) -> None:
+    store = await open_at(store_url)
+    results = await asyncio.gather(
+        store.records.create(message("one")), store.records.create(message("one")),
+        store.records.create(message("two")), return_exceptions=True)
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], IntegrityError)
+    assert await store.records.get("one") is not None
+    assert await store.records.get("two") is not None
+
+
+async def test_a_closed_store_refuses_writes(store_url: str, open_at: Opener) -> None:
+    store = await open_at(store_url)
+    pending = asyncio.ensure_future(store.records.create(message("queued")))
+    await asyncio.sleep(0)  # queued before close: close writes it first
+    await store.close()
+    await pending
+    with pytest.raises(StoreClosedError):
+        await store.records.create(message("late"))
+    reopened = await open_at(store_url)
+    assert await reopened.records.get("queued") is not None
+
+
+async def test_a_newer_schema_is_refused(store_url: str, open_at: Opener) -> None:
+    await (await open_at(store_url)).close()
+    engine = create_async_engine(parse(store_url).url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE alembic_version SET version_num = 'r9999'"))
+    finally:
+        await engine.dispose()
+    with pytest.raises(SchemaTooNewError, match=r"r9999.*newer than this gateway knows"):
+        await open_store(store_url)
+
+
+async def test_the_schema_matches_the_migrations(store_url: str, open_at: Opener) -> None:
+    store = await open_at(store_url)
+
+    def differences(conn: Connection) -> list[Any]:
+        return list(compare_metadata(MigrationContext.configure(conn), metadata))
+
+    async with store.write_engine.connect() as conn:
+        assert await conn.run_sync(differences) == []
+
+
+async def test_the_memory_store_works_and_keeps_nothing(open_at: Opener) -> None:
+    store = await open_at("memory")
+    await store.records.create(message("m1"))
+    await store.records.finish("m1", "sent")
+    both = await asyncio.gather(store.records.get("m1"), store.records.list(ListQuery()))
+    assert both[0] is not None and [item.id for item in both[1].items] == ["m1"]
+    await store.close()
+    again = await open_at("memory")
+    assert await again.records.get("m1") is None
