@@ -42,6 +42,12 @@ class Store:
         """The engine the group-commit writer uses (tests count its commits)."""
         return self._db.engines.writer
 
+    async def sweep(self, retention: float) -> tuple[int, int]:
+        """One maintenance pass: records older than ``retention`` seconds and expired
+        idempotency keys deleted in small batches; (records, keys) deleted."""
+        records = await self.records.purge(self._db.clock() - retention)
+        return records, await self.idempotency.expire()
+
     async def close(self) -> None:
         """Write what is queued, then close every connection."""
         await self._db.close()

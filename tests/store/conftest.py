@@ -53,7 +53,8 @@ def _async_url(url: str) -> str:
         hide_password=False)
 
 
-async def _admin(url: str, *statements: str) -> None:
+async def admin(url: str, *statements: str) -> None:
+    """Run ``statements`` outside a transaction (CREATE/DROP DATABASE need that)."""
     engine = create_async_engine(_async_url(url), isolation_level="AUTOCOMMIT")
     try:
         async with engine.connect() as conn:
@@ -66,18 +67,18 @@ async def _admin(url: str, *statements: str) -> None:
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     """A database of its own for this test run on the test server, dropped afterwards."""
-    admin = os.environ.get("SMS_GATEWAY_TEST_DATABASE_URL", PG_DEFAULT)
+    admin_url = os.environ.get("SMS_GATEWAY_TEST_DATABASE_URL", PG_DEFAULT)
     name = f"smsgw_test_{secrets.token_hex(6)}"
     try:
-        asyncio.run(asyncio.wait_for(_admin(admin, f'CREATE DATABASE "{name}"'), 15))
+        asyncio.run(asyncio.wait_for(admin(admin_url, f'CREATE DATABASE "{name}"'), 15))
     except Exception as exc:  # any failure means: no server for these tests
-        shown = make_url(admin).render_as_string(hide_password=True)
+        shown = make_url(admin_url).render_as_string(hide_password=True)
         yield PgServer(None, f"no PostgreSQL at {shown} ({type(exc).__name__}: {exc})")
         return
     try:
-        yield PgServer(make_url(admin).set(database=name).render_as_string(hide_password=False))
+        yield PgServer(make_url(admin_url).set(database=name).render_as_string(hide_password=False))
     finally:
-        asyncio.run(_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -86,11 +87,17 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path,
     """A storage URL to an empty database, on each engine in turn."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/store.db"
+    url = require(pg_server)
+    await admin(url, "DROP SCHEMA public CASCADE", "CREATE SCHEMA public")
+    return url
+
+
+def require(pg_server: PgServer) -> str:
+    """The PostgreSQL URL, or skip (fail under CI=true) saying why there is none."""
     if pg_server.url is None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true needs PostgreSQL: {pg_server.reason}")
         pytest.skip(pg_server.reason)
-    await _admin(pg_server.url, "DROP SCHEMA public CASCADE", "CREATE SCHEMA public")
     return pg_server.url
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from gateway.store import (
 from gateway.store.schema import metadata
 from gateway.store.urls import parse
 
-from .conftest import START, Opener
+from .conftest import START, FakeClock, Opener
 
 A = "+8613800138000"
 BODY = body_hash(b"{}")
@@ -135,3 +136,24 @@ async def test_the_memory_store_works_and_keeps_nothing(open_at: Opener) -> None
     await store.close()
     again = await open_at("memory")
     assert await again.records.get("m1") is None
+
+
+async def test_a_sweep_applies_retention_and_key_expiry(store_url: str, open_at: Opener,
+                                                        clock: FakeClock) -> None:
+    store = await open_at(store_url, idempotency_ttl=3600)
+    await store.records.create(message("old"))
+    await store.idempotency.claim("app", "old", BODY)
+    clock.advance(86400)
+    await store.records.create(message("new"))
+    await store.idempotency.claim("app", "new", BODY)
+    assert await store.sweep(retention=3600) == (1, 1)
+    assert await store.records.get("old") is None and await store.records.get("new") is not None
+    assert await store.idempotency.claim("app", "new", BODY) == Conflict("in_flight")
+
+
+async def test_sqlite_runs_in_wal_mode_with_normal_sync(tmp_path: Path, open_at: Opener) -> None:
+    store = await open_at(f"sqlite:///{tmp_path}/wal.db")
+    async with store.write_engine.connect() as conn:
+        modes = [(await conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
+                 for name in ("journal_mode", "synchronous", "busy_timeout")]
+    assert modes == ["wal", 1, 5000]  # synchronous 1 is NORMAL

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from gateway.store import (
     CorruptStoreError,
@@ -15,10 +17,13 @@ from gateway.store import (
     StoreConfigError,
     StoreUnavailableError,
     open_store,
+    upgrade,
 )
 from gateway.store.urls import parse
 
-from .conftest import Opener
+from .conftest import Opener, PgServer, admin, require
+
+NUMBER = "+8613800138000"
 
 
 async def test_a_missing_folder_is_named(tmp_path: Path) -> None:
@@ -122,3 +127,27 @@ def test_the_store_knows_nothing_of_the_web_layer(tmp_path: Path) -> None:
         [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
         timeout=120, check=True)
     assert done.stdout.strip() == "[]"
+
+
+async def test_a_postgresql_database_that_goes_away_is_unavailable_then_recovers(
+        pg_server: PgServer, open_at: Opener) -> None:
+    server = require(pg_server)
+    name = f"smsgw_gone_{secrets.token_hex(4)}"
+    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    await admin(server, f'CREATE DATABASE "{name}"')
+    try:
+        store = await open_at(url)
+        await store.records.create(NewMessage("before", "app", "t", [NUMBER]))
+        await admin(server, f'DROP DATABASE "{name}" WITH (FORCE)')
+        with pytest.raises(StoreUnavailableError):
+            await store.records.create(NewMessage("lost", "app", "t", [NUMBER]))
+        with pytest.raises(StoreUnavailableError):
+            await store.records.get("before")
+        await admin(server, f'CREATE DATABASE "{name}"')
+        await upgrade(url)
+        # The same store object writes again: broken connections were replaced, not kept.
+        await store.records.create(NewMessage("after", "app", "t", [NUMBER]))
+        assert await store.records.get("after") is not None
+        await store.close()
+    finally:
+        await admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
