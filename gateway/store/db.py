@@ -2,34 +2,35 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
-from sqlalchemy import Table
+from sqlalchemy import Connection, Engine, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.store.engine import Engines
-from gateway.store.errors import StoreUnavailableError
+from gateway.store.engine import Backend, Work
+from gateway.store.errors import StoreClosedError, StoreUnavailableError
 from gateway.store.schema import to_us
-from gateway.store.writer import GroupWriter, Write, reason
+from gateway.store.writer import GroupWriter, reason
 
 T = TypeVar("T")
 Clock = Callable[[], float]
 
 
 class Database:
-    """Writes go through the group-commit writer; reads through the reader pool."""
+    """Writes go through the group-commit writer; reads straight to the reader pool."""
 
-    def __init__(self, engines: Engines, clock: Clock) -> None:
-        self.engines = engines
+    def __init__(self, backend: Backend, clock: Clock) -> None:
+        self.backend = backend
         self.clock = clock
-        # Memory mode has one connection: reads and write batches must take turns on it.
-        self._lock = asyncio.Lock() if engines.shared else None
-        self._writer = GroupWriter(engines.writer, self._lock)
+        self._writer = GroupWriter(backend)
+        self._closed = False
+
+    @property
+    def write_engine(self) -> Engine:
+        """The engine writes go through (tests count its commits)."""
+        return self.backend.write_engine
 
     def start(self) -> None:
         """Start the writer task."""
@@ -37,30 +38,33 @@ class Database:
 
     async def close(self) -> None:
         """Finish queued writes, then close every connection."""
+        self._closed = True
         await self._writer.close()
-        await self.engines.dispose()
+        await self.backend.dispose()
 
     def now_us(self) -> int:
         """The clock, in stored microseconds."""
         return to_us(self.clock())
 
-    async def write(self, write: Write[T]) -> T:
-        """Run ``write`` in the next committed batch; its result."""
-        return await self._writer.write(write)
+    async def write(self, work: Work[T]) -> T:
+        """Run ``work`` in the next committed batch; its result."""
+        return await self._writer.write(work)
 
-    async def read(self, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run ``read`` in one read transaction (one consistent snapshot on SQLite)."""
-        turn: contextlib.AbstractAsyncContextManager[Any] = (
-            self._lock if self._lock is not None else contextlib.nullcontext())
+    async def read(self, work: Work[T]) -> T:
+        """Run ``work`` in one read transaction (one consistent snapshot on SQLite)."""
+        if self._closed:
+            raise StoreClosedError("the store is closed")
         try:
-            async with turn, self.engines.reader.connect() as conn, conn.begin():
-                return await read(conn)
+            return await self.backend.read(work)
         except (DBAPIError, OSError) as exc:
             raise StoreUnavailableError(f"the store cannot be read: {reason(exc)}") from exc
 
 
-def insert(conn: AsyncConnection, table: Table) -> postgresql.Insert | sqlite.Insert:
+def insert(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
     """The dialect's INSERT, which knows ON CONFLICT (both engines spell it alike)."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+    return dialect_insert(conn.dialect.name, table)
+
+
+def dialect_insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """The INSERT of the dialect named ``dialect``."""
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)

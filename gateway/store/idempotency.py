@@ -13,14 +13,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import delete, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, bindparam, delete, select, tuple_, update
 
-from gateway.store.db import Database, insert
+from gateway.store.db import Database, dialect_insert
+from gateway.store.prepared import Prepared
 from gateway.store.schema import idempotency, to_us
 
 DEFAULT_TTL = 24 * 3600.0
 EXPIRE_BATCH = 500
+
+# The claim runs on every request with a key: its statements are compiled once (prepared.py).
+_MINE = ((idempotency.c.caller == bindparam("b_caller"))
+         & (idempotency.c.key == bindparam("b_key")))
+_DROP_EXPIRED = Prepared(delete(idempotency).where(
+    _MINE, idempotency.c.expires_at <= bindparam("b_now")), ())
+_CLAIM = Prepared(
+    lambda dialect: dialect_insert(dialect, idempotency)
+    .on_conflict_do_nothing(index_elements=["caller", "key"]).returning(idempotency.c.key),
+    ("caller", "key", "body_hash", "state", "message_id", "created_at", "expires_at"))
+_SEEN = select(idempotency).where(_MINE)
+_COMPLETE = update(idempotency).where(_MINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,20 +75,17 @@ class Idempotency:
                     message_id: str | None = None) -> Claim:
         """Claim ``key`` for ``caller``'s request with body ``fingerprint``."""
 
-        async def write(conn: AsyncConnection) -> Claim:
+        def write(conn: Connection) -> Claim:
             now = self._db.now_us()
-            mine = (idempotency.c.caller == caller) & (idempotency.c.key == key)
-            await conn.execute(delete(idempotency).where(mine, idempotency.c.expires_at <= now))
-            taken = await conn.execute(
-                insert(conn, idempotency)
-                .values(caller=caller, key=key, body_hash=fingerprint, state="in_flight",
-                        message_id=message_id, created_at=now,
-                        expires_at=now + to_us(self._ttl))
-                .on_conflict_do_nothing(index_elements=["caller", "key"])
-                .returning(idempotency.c.key))
-            if taken.first() is not None:
+            mine = {"b_caller": caller, "b_key": key}
+            _DROP_EXPIRED.execute(conn, {**mine, "b_now": now})
+            taken = _CLAIM.one(conn, {
+                "caller": caller, "key": key, "body_hash": fingerprint, "state": "in_flight",
+                "message_id": message_id, "created_at": now,
+                "expires_at": now + to_us(self._ttl)})
+            if taken is not None:
                 return New()
-            row = (await conn.execute(select(idempotency).where(mine))).one()
+            row = conn.execute(_SEEN, mine).one()
             if row.body_hash != fingerprint:
                 return Conflict("different_body")
             if row.state != "done":
@@ -88,22 +97,22 @@ class Idempotency:
     async def complete(self, caller: str, key: str, status_code: int,
                        response: Mapping[str, Any], message_id: str | None = None) -> None:
         """Keep the answer: repeats of this key and body get it back until the key expires."""
-        values: dict[str, Any] = {"state": "done", "status_code": status_code,
-                                  "response": json.dumps(dict(response), ensure_ascii=False)}
+        values: dict[str, Any] = {
+            "b_caller": caller, "b_key": key, "state": "done", "status_code": status_code,
+            "response": json.dumps(dict(response), ensure_ascii=False)}
         if message_id is not None:
             values["message_id"] = message_id
 
-        async def write(conn: AsyncConnection) -> None:
-            await conn.execute(update(idempotency).where(
-                idempotency.c.caller == caller, idempotency.c.key == key).values(values))
+        def write(conn: Connection) -> None:
+            conn.execute(_COMPLETE, values)
 
         await self._db.write(write)
 
     async def release(self, caller: str, key: str) -> None:
         """Free an in-flight key: nothing was sent, so a retry with it may send."""
 
-        async def write(conn: AsyncConnection) -> None:
-            await conn.execute(delete(idempotency).where(
+        def write(conn: Connection) -> None:
+            conn.execute(delete(idempotency).where(
                 idempotency.c.caller == caller, idempotency.c.key == key,
                 idempotency.c.state == "in_flight"))
 
@@ -120,9 +129,9 @@ class Idempotency:
                 return total
 
 
-async def _expire_batch(conn: AsyncConnection, now: int, batch: int) -> int:
+def _expire_batch(conn: Connection, now: int, batch: int) -> int:
     pk = tuple_(idempotency.c.caller, idempotency.c.key)
-    done = await conn.execute(delete(idempotency).where(pk.in_(
+    done = conn.execute(delete(idempotency).where(pk.in_(
         select(idempotency.c.caller, idempotency.c.key)
         .where(idempotency.c.expires_at <= now).limit(batch))))
     return int(done.rowcount)

@@ -14,8 +14,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, or_, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import ColumnElement, Connection, Row, and_, or_, select
 
 from gateway.store.errors import BadQueryError
 from gateway.store.models import (
@@ -50,15 +49,15 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     return created_us, message_id
 
 
-async def fetch_one(conn: AsyncConnection, message_id: str) -> MessageRecord | None:
+def fetch_one(conn: Connection, message_id: str) -> MessageRecord | None:
     """One record with its attempts and recipients."""
-    row = (await conn.execute(select(messages).where(messages.c.id == message_id))).first()
+    row = (conn.execute(select(messages).where(messages.c.id == message_id))).first()
     if row is None:
         return None
-    return (await _complete(conn, [row]))[0]
+    return (_complete(conn, [row]))[0]
 
 
-async def fetch_page(conn: AsyncConnection, query: ListQuery) -> Page:
+def fetch_page(conn: Connection, query: ListQuery) -> Page:
     """The page ``query`` asks for."""
     check(query)
     if query.to is not None:
@@ -85,10 +84,10 @@ async def fetch_page(conn: AsyncConnection, query: ListQuery) -> Page:
         conditions.append(or_(created < after_created,
                               and_(created == after_created, ident < after_id)))
     stmt = stmt.where(*conditions).order_by(created.desc(), ident.desc()).limit(query.limit + 1)
-    rows = list((await conn.execute(stmt)).all())
+    rows = list((conn.execute(stmt)).all())
     more = len(rows) > query.limit
     rows = rows[:query.limit]
-    items = await _complete(conn, rows)
+    items = _complete(conn, rows)
     last = rows[-1] if more else None
     return Page(tuple(items), encode_cursor(last.created_at, last.id) if last else None)
 
@@ -105,18 +104,18 @@ def check(query: ListQuery) -> None:
         decode_cursor(query.cursor)
 
 
-async def _complete(conn: AsyncConnection, rows: Sequence[Row[Any]]) -> list[MessageRecord]:
+def _complete(conn: Connection, rows: Sequence[Row[Any]]) -> list[MessageRecord]:
     """Records for ``rows``, their attempts and recipients read in two queries per page."""
     ids = [row.id for row in rows]
     tried: defaultdict[str, list[Attempt]] = defaultdict(list)
     to: defaultdict[str, list[Recipient]] = defaultdict(list)
     if ids:
-        for a in await conn.execute(select(attempts).where(attempts.c.message_id.in_(ids))
+        for a in conn.execute(select(attempts).where(attempts.c.message_id.in_(ids))
                                     .order_by(attempts.c.message_id, attempts.c.seq)):
             tried[a.message_id].append(Attempt(
                 a.seq, a.provider, from_us(a.started_at) or 0.0, from_us(a.finished_at),
                 a.outcome, a.error, a.provider_message_id))
-        for r in await conn.execute(select(recipients).where(recipients.c.message_id.in_(ids))):
+        for r in conn.execute(select(recipients).where(recipients.c.message_id.in_(ids))):
             to[r.message_id].append(Recipient(
                 r.number, r.provider_message_id, r.status, r.code, from_us(r.at)))
     return [_record(row, tried[row.id], to[row.id]) for row in rows]

@@ -9,7 +9,6 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.store.errors import SchemaTooNewError
 
@@ -37,13 +36,12 @@ def current(connection: Connection) -> tuple[str, ...]:
     return MigrationContext.configure(connection).get_current_heads()
 
 
-async def upgrade_connection(conn: AsyncConnection, shown: str) -> str:
-    """Migrate the database behind ``conn`` to head in one transaction; the revision reached."""
-    if conn.dialect.name == "postgresql":
-        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
-    revision = await conn.run_sync(_upgrade, shown)
-    await conn.commit()
-    return revision
+def upgrade_connection(connection: Connection, shown: str) -> str:
+    """Migrate the database behind ``connection`` to head, inside the caller's transaction;
+    the revision reached. SchemaTooNewError if the database is ahead of this code."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
+    return _upgrade(connection, shown)
 
 
 def _upgrade(connection: Connection, shown: str) -> str:

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, delete, select
 
 from gateway.store.db import Database, insert
 from gateway.store.schema import from_us, provider_state, to_us
@@ -43,16 +42,16 @@ class ProviderStates:
     async def clear(self, name: str) -> None:
         """Forget everything stored for ``name``."""
 
-        async def write(conn: AsyncConnection) -> None:
-            await conn.execute(delete(provider_state).where(provider_state.c.name == name))
+        def write(conn: Connection) -> None:
+            conn.execute(delete(provider_state).where(provider_state.c.name == name))
 
         await self._db.write(write)
 
     async def all(self) -> dict[str, ProviderState]:
         """Every provider with stored state, by name."""
 
-        async def read(conn: AsyncConnection) -> dict[str, ProviderState]:
-            rows = await conn.execute(select(provider_state).order_by(provider_state.c.name))
+        def read(conn: Connection) -> dict[str, ProviderState]:
+            rows = conn.execute(select(provider_state).order_by(provider_state.c.name))
             return {row.name: ProviderState(row.name, from_us(row.disabled_until),
                                             bool(row.forced_open), row.reason,
                                             from_us(row.updated_at) or 0.0) for row in rows}
@@ -60,9 +59,9 @@ class ProviderStates:
         return await self._db.read(read)
 
     async def _upsert(self, name: str, **values: object) -> None:
-        async def write(conn: AsyncConnection) -> None:
+        def write(conn: Connection) -> None:
             changes = {**values, "updated_at": self._db.now_us()}
-            await conn.execute(
+            conn.execute(
                 insert(conn, provider_state).values(name=name, **changes)
                 .on_conflict_do_update(index_elements=["name"], set_=changes))
 

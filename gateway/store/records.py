@@ -5,16 +5,42 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import BindParameter, Connection, bindparam, delete, select, update
 
 from gateway.store.db import Database
 from gateway.store.errors import UnknownMessageError
 from gateway.store.listing import fetch_one, fetch_page
 from gateway.store.models import FINAL, ListQuery, MessageRecord, NewMessage, Page
+from gateway.store.prepared import Prepared
 from gateway.store.schema import attempts, messages, recipients, to_us
 
 RETENTION_BATCH = 500
+
+# The send path's statements, compiled once (see prepared.py). Bound names differ from column
+# names: SQLAlchemy reserves those for the SET values.
+_MID: BindParameter[str] = bindparam("b_mid")
+_MESSAGE_KEYS = ("id", "caller", "template", "numbers", "params", "mode", "status", "created_at",
+                 "updated_at", "expires_at", "next_attempt_at", "callback_url", "idempotency_key")
+_INSERT_MESSAGE = Prepared(messages.insert(), _MESSAGE_KEYS)
+_INSERT_RECIPIENT = Prepared(recipients.insert(), ("message_id", "number", "created_at"))
+_INSERT_ATTEMPT = Prepared(attempts.insert(), ("message_id", "seq", "provider", "started_at"))
+_START = Prepared(
+    update(messages).where(messages.c.id == _MID)
+    .values(attempts=messages.c.attempts + 1, status="sending", updated_at=bindparam("b_now"))
+    .returning(messages.c.attempts), ())
+_END_ATTEMPT = Prepared(
+    update(attempts).where(attempts.c.message_id == _MID, attempts.c.seq == bindparam("b_seq")),
+    ("finished_at", "outcome", "error", "provider_message_id"))
+_RECIPIENT_ID = Prepared(
+    update(recipients).where(recipients.c.message_id == _MID,
+                             recipients.c.number == bindparam("b_number")),
+    ("provider_message_id",))
+_FINISH_KEYS = ("status", "final_at", "updated_at", "provider", "provider_message_id", "error",
+                "lease_until", "lease_owner", "next_attempt_at")
+_FINISHING = update(messages).where(messages.c.id == _MID, messages.c.final_at.is_(None))
+_FINISH = Prepared(_FINISHING, _FINISH_KEYS)
+_FINISH_ERASING = Prepared(_FINISHING, (*_FINISH_KEYS, "params"))
+_EXISTS = select(messages.c.id).where(messages.c.id == _MID)
 
 
 class Records:
@@ -27,18 +53,18 @@ class Records:
         """Write the message (status ``sending``, or ``queued`` when async) and its numbers."""
         numbers = list(dict.fromkeys(new.numbers))  # one row per distinct number
 
-        async def write(conn: AsyncConnection) -> None:
+        def write(conn: Connection) -> None:
             now = self._db.now_us()
-            await conn.execute(messages.insert().values(
-                id=new.id, caller=new.caller, template=new.template,
-                numbers=json.dumps(list(new.numbers)),
-                params=None if new.params is None else json.dumps(dict(new.params)),
-                mode=new.mode, status="queued" if new.mode == "async" else "sending",
-                created_at=now, updated_at=now,
-                expires_at=None if new.expires_at is None else to_us(new.expires_at),
-                next_attempt_at=now if new.mode == "async" else None,
-                callback_url=new.callback_url, idempotency_key=new.idempotency_key))
-            await conn.execute(recipients.insert(), [
+            _INSERT_MESSAGE.execute(conn, {
+                "id": new.id, "caller": new.caller, "template": new.template,
+                "numbers": json.dumps(list(new.numbers)),
+                "params": None if new.params is None else json.dumps(dict(new.params)),
+                "mode": new.mode, "status": "queued" if new.mode == "async" else "sending",
+                "created_at": now, "updated_at": now,
+                "expires_at": None if new.expires_at is None else to_us(new.expires_at),
+                "next_attempt_at": now if new.mode == "async" else None,
+                "callback_url": new.callback_url, "idempotency_key": new.idempotency_key})
+            _INSERT_RECIPIENT.many(conn, [
                 {"message_id": new.id, "number": number, "created_at": now}
                 for number in numbers])
 
@@ -47,17 +73,14 @@ class Records:
     async def attempt_started(self, message_id: str, provider: str) -> int:
         """Record that ``provider`` is about to be called; the attempt's sequence number."""
 
-        async def write(conn: AsyncConnection) -> int:
+        def write(conn: Connection) -> int:
             now = self._db.now_us()
             # The row lock of this UPDATE makes the count race-free across replicas too.
-            seq = (await conn.execute(
-                update(messages).where(messages.c.id == message_id)
-                .values(attempts=messages.c.attempts + 1, status="sending", updated_at=now)
-                .returning(messages.c.attempts))).scalar()
+            seq = _START.one(conn, {"b_mid": message_id, "b_now": now})
             if seq is None:
                 raise UnknownMessageError(message_id)
-            await conn.execute(attempts.insert().values(
-                message_id=message_id, seq=seq, provider=provider, started_at=now))
+            _INSERT_ATTEMPT.execute(conn, {"message_id": message_id, "seq": seq,
+                                           "provider": provider, "started_at": now})
             return int(seq)
 
         return await self._db.write(write)
@@ -68,19 +91,16 @@ class Records:
                                recipient_ids: Mapping[str, str] | None = None) -> None:
         """Record how attempt ``seq`` ended; ``recipient_ids``: number -> per-recipient id."""
 
-        async def write(conn: AsyncConnection) -> None:
-            done = await conn.execute(
-                update(attempts)
-                .where(attempts.c.message_id == message_id, attempts.c.seq == seq)
-                .values(finished_at=self._db.now_us(), outcome=outcome, error=error,
-                        provider_message_id=provider_message_id))
-            if done.rowcount == 0:
+        def write(conn: Connection) -> None:
+            done = _END_ATTEMPT.count(conn, {
+                "b_mid": message_id, "b_seq": seq, "finished_at": self._db.now_us(),
+                "outcome": outcome, "error": error, "provider_message_id": provider_message_id})
+            if done == 0:
                 raise UnknownMessageError(f"{message_id} attempt {seq}")
-            for number, per_recipient in (recipient_ids or {}).items():
-                await conn.execute(
-                    update(recipients)
-                    .where(recipients.c.message_id == message_id, recipients.c.number == number)
-                    .values(provider_message_id=per_recipient))
+            if recipient_ids:
+                _RECIPIENT_ID.many(conn, [
+                    {"b_mid": message_id, "b_number": number, "provider_message_id": one}
+                    for number, one in recipient_ids.items()])
 
         await self._db.write(write)
 
@@ -92,21 +112,17 @@ class Records:
         if status not in FINAL:
             raise ValueError(f"{status!r} is not a final status ({', '.join(sorted(FINAL))})")
 
-        async def write(conn: AsyncConnection) -> bool:
+        def write(conn: Connection) -> bool:
             now = self._db.now_us()
             values: dict[str, object] = {
-                "status": status, "final_at": now, "updated_at": now, "provider": provider,
-                "provider_message_id": provider_message_id, "error": error,
+                "b_mid": message_id, "status": status, "final_at": now, "updated_at": now,
+                "provider": provider, "provider_message_id": provider_message_id, "error": error,
                 "lease_until": None, "lease_owner": None, "next_attempt_at": None}
             if not keep_params:
                 values["params"] = None
-            done = await conn.execute(
-                update(messages)
-                .where(messages.c.id == message_id, messages.c.final_at.is_(None))
-                .values(values))
-            if done.rowcount == 0:
-                exists = await conn.scalar(select(messages.c.id).where(messages.c.id == message_id))
-                if exists is None:
+            done = (_FINISH if keep_params else _FINISH_ERASING).count(conn, values)
+            if done == 0:
+                if conn.scalar(_EXISTS, {"b_mid": message_id}) is None:
                     raise UnknownMessageError(message_id)
                 return False
             return True
@@ -133,13 +149,13 @@ class Records:
                 return total
 
 
-async def _purge_batch(conn: AsyncConnection, cutoff: int, batch: int) -> int:
-    ids = list((await conn.scalars(
+def _purge_batch(conn: Connection, cutoff: int, batch: int) -> int:
+    ids = list((conn.scalars(
         select(messages.c.id).where(messages.c.created_at < cutoff)
         .order_by(messages.c.created_at).limit(batch))).all())
     if ids:
         # Children first: correct whether or not the engine enforces ON DELETE CASCADE.
-        await conn.execute(delete(attempts).where(attempts.c.message_id.in_(ids)))
-        await conn.execute(delete(recipients).where(recipients.c.message_id.in_(ids)))
-        await conn.execute(delete(messages).where(messages.c.id.in_(ids)))
+        conn.execute(delete(attempts).where(attempts.c.message_id.in_(ids)))
+        conn.execute(delete(recipients).where(recipients.c.message_id.in_(ids)))
+        conn.execute(delete(messages).where(messages.c.id.in_(ids)))
     return len(ids)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.store.db import Clock, Database
-from gateway.store.engine import create_engines
+from gateway.store.engine import Backend, create_backend
 from gateway.store.errors import (
     CorruptStoreError,
     StoreConfigError,
@@ -38,9 +38,14 @@ class Store:
         self.providers = ProviderStates(db)
 
     @property
-    def write_engine(self) -> AsyncEngine:
+    def database(self) -> Database:
+        """The door the concern modules use (for the store's own next modules and tests)."""
+        return self._db
+
+    @property
+    def write_engine(self) -> Engine:
         """The engine the group-commit writer uses (tests count its commits)."""
-        return self._db.engines.writer
+        return self._db.write_engine
 
     async def sweep(self, retention: float) -> tuple[int, int]:
         """One maintenance pass: records older than ``retention`` seconds and expired
@@ -61,11 +66,11 @@ async def open_store(url: str, *, base: Path | None = None, clock: Clock = time.
     StoreUnavailableError when the database cannot be reached.
     """
     target = parse(url, base)
-    db = Database(create_engines(target), clock)
+    db = Database(create_backend(target), clock)
     try:
-        await _migrate(target, db.engines.writer)
+        await _migrate(target, db.backend)
     except BaseException:
-        await db.engines.dispose()
+        await db.backend.dispose()
         raise
     db.start()
     return Store(target, db, idempotency_ttl)
@@ -74,17 +79,16 @@ async def open_store(url: str, *, base: Path | None = None, clock: Clock = time.
 async def upgrade(url: str, *, base: Path | None = None) -> str:
     """Migrate the database at ``url`` to this code's schema; the revision it is now at."""
     target = parse(url, base)
-    engines = create_engines(target)
+    backend = create_backend(target)
     try:
-        return await _migrate(target, engines.writer)
+        return await _migrate(target, backend)
     finally:
-        await engines.dispose()
+        await backend.dispose()
 
 
-async def _migrate(target: StoreURL, engine: AsyncEngine) -> str:
+async def _migrate(target: StoreURL, backend: Backend) -> str:
     try:
-        async with engine.connect() as conn:
-            return await upgrade_connection(conn, target.shown)
+        return await backend.write(lambda conn: upgrade_connection(conn, target.shown))
     except StoreError:
         raise
     except (DBAPIError, OSError) as exc:

@@ -45,9 +45,9 @@ def parse(text: str, base: Path | None = None) -> StoreURL:
     ``postgresql://user:pass@host/db``; anything else is a StoreConfigError."""
     text = text.strip()
     if text == "memory":
-        return StoreURL("memory", make_url("sqlite+aiosqlite://"))
+        return StoreURL("memory", make_url("sqlite+pysqlite://"))
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
-    if scheme in ("sqlite", "sqlite+aiosqlite"):
+    if scheme in ("sqlite", "sqlite+pysqlite"):
         return _sqlite(text, base)
     if scheme in ("postgresql", "postgres", "postgresql+asyncpg"):
         return _postgresql(text)
@@ -66,7 +66,7 @@ def _sqlite(text: str, base: Path | None) -> StoreURL:
     if not path.is_absolute():
         path = (base or Path.cwd()) / path
     path = path.absolute()
-    return StoreURL("sqlite", URL.create("sqlite+aiosqlite", database=str(path)), path)
+    return StoreURL("sqlite", URL.create("sqlite+pysqlite", database=str(path)), path)
 
 
 def _postgresql(text: str) -> StoreURL:

@@ -1,10 +1,11 @@
-"""Group commit: one task owns the write connection and commits queued writes together.
+"""Group commit: one task feeds the write connection and commits queued writes together.
 
-A caller hands over a write (a coroutine function taking the connection) and awaits its own
-result. While one transaction commits, the next writes queue up; the writer then runs them all
-in one transaction, each in its own savepoint (one failing write does not undo its neighbours),
-and commits once. Under load that is one fsync for many messages; alone, a write waits for no
-timer. A write whose caller was cancelled still happens: it was already promised to the store.
+A caller hands over a write (a function of a Connection) and awaits its own result. While one
+transaction commits, the next writes queue up; the writer then runs them all in one transaction
+and commits once: under load, one fsync for many messages; alone, a write waits for no timer.
+If one write of a batch fails, the batch is rolled back and run again with a savepoint around
+each write, so the failure is that caller's alone (savepoints cost two statements a write, so
+they are paid only then). A write whose caller was cancelled still happens: it was promised.
 """
 
 from __future__ import annotations
@@ -12,36 +13,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway.store.engine import Backend, Work
 from gateway.store.errors import StoreClosedError, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Write = Callable[[AsyncConnection], Awaitable[T]]
 MAX_BATCH = 256
 
 
 @dataclass(slots=True)
 class _Job:
-    write: Write[Any]
+    work: Work[Any]
     future: asyncio.Future[Any]
     result: Any = None
-    error: BaseException | None = field(default=None)
+    error: BaseException | None = None
+
+
+class _WorkFailed(Exception):
+    """One write of an unprotected batch raised: roll back, run again with savepoints."""
 
 
 class GroupWriter:
-    """Runs writes on ``engine`` in batches: one transaction, one commit, per batch."""
+    """Runs writes through ``backend`` in batches: one transaction, one commit, per batch."""
 
-    def __init__(self, engine: AsyncEngine, lock: asyncio.Lock | None = None,
-                 max_batch: int = MAX_BATCH) -> None:
-        self._engine = engine
-        self._lock = lock  # memory mode: reads share the one connection and take turns
+    def __init__(self, backend: Backend, max_batch: int = MAX_BATCH) -> None:
+        self._backend = backend
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -51,12 +54,12 @@ class GroupWriter:
         """Start the writer task (on the running loop)."""
         self._task = asyncio.get_running_loop().create_task(self._run(), name="store-writer")
 
-    async def write(self, write: Write[T]) -> T:
-        """Queue ``write`` and wait until its batch is committed; its result or its error."""
+    async def write(self, work: Work[T]) -> T:
+        """Queue ``work`` and wait until its batch is committed; its result or its error."""
         if self._closed or self._task is None:
             raise StoreClosedError("the store is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Job(write, future))
+        self._queue.put_nowait(_Job(work, future))
         return await asyncio.shield(future)
 
     async def close(self) -> None:
@@ -83,9 +86,16 @@ class GroupWriter:
 
     async def _commit(self, batch: list[_Job]) -> None:
         try:
-            async with self._turn(), self._engine.connect() as conn, conn.begin():
-                for job in batch:
-                    await self._one(conn, job)
+            try:
+                await self._backend.write(_unprotected(batch))
+            except _WorkFailed as failed:
+                assert isinstance(failed.__cause__, Exception)
+                if len(batch) == 1:  # alone, and rolled back: its error is simply its own
+                    batch[0].error = _own_error(failed.__cause__)
+                else:
+                    for job in batch:
+                        job.result = job.error = None
+                    await self._backend.write(_protected(batch))
         except (DBAPIError, OSError) as exc:
             # The commit (or the connection) failed: nothing of this batch is durable.
             log.warning("store write failed: %s", reason(exc))
@@ -100,26 +110,39 @@ class GroupWriter:
         for job in batch:
             _settle(job.future, job.result, job.error)
 
-    async def _one(self, conn: AsyncConnection, job: _Job) -> None:
-        savepoint = await conn.begin_nested()
-        try:
-            job.result = await job.write(conn)
-        except IntegrityError as exc:
-            job.error = exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise  # the connection is gone: fail the batch
-            # e.g. a deadlock between replicas: this write fails, its neighbours go on
-            job.error = StoreUnavailableError(f"the store refused a write: {reason(exc)}")
-        except Exception as exc:  # the caller gets its own error back
-            job.error = exc
-        if job.error is None:
-            await savepoint.commit()
-        else:
-            await savepoint.rollback()
 
-    def _turn(self) -> contextlib.AbstractAsyncContextManager[Any]:
-        return self._lock if self._lock is not None else contextlib.nullcontext()
+def _unprotected(batch: list[_Job]) -> Callable[[Connection], None]:
+    def run(conn: Connection) -> None:
+        for job in batch:
+            try:
+                job.result = job.work(conn)
+            except Exception as exc:
+                raise _WorkFailed from exc
+    return run
+
+
+def _protected(batch: list[_Job]) -> Callable[[Connection], None]:
+    def run(conn: Connection) -> None:
+        for job in batch:
+            savepoint = conn.begin_nested()
+            try:
+                job.result = job.work(conn)
+            except Exception as exc:
+                if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+                    raise  # the connection is gone: fail the batch
+                savepoint.rollback()
+                job.error = _own_error(exc)
+            else:
+                savepoint.commit()
+    return run
+
+
+def _own_error(exc: Exception) -> BaseException:
+    """What the caller of a failed write gets: its own error, or "unavailable" for the
+    database refusing (a deadlock between replicas, say)."""
+    if isinstance(exc, DBAPIError) and not isinstance(exc, IntegrityError):
+        return StoreUnavailableError(f"the store refused a write: {reason(exc)}")
+    return exc
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

@@ -11,7 +11,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, event, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from gateway.store import (
     Conflict,
@@ -24,7 +23,6 @@ from gateway.store import (
     open_store,
 )
 from gateway.store.schema import metadata
-from gateway.store.urls import parse
 
 from .conftest import START, FakeClock, Opener
 
@@ -73,7 +71,7 @@ async def test_records_keys_and_provider_state_survive_a_restart(store_url: str,
 async def test_concurrent_writes_share_commits(store_url: str, open_at: Opener) -> None:
     store = await open_at(store_url)
     commits: list[int] = []
-    event.listen(store.write_engine.sync_engine, "commit", lambda conn: commits.append(1))
+    event.listen(store.write_engine, "commit", lambda conn: commits.append(1))
     writes = 40
     await asyncio.gather(*(store.records.create(message(f"m{i}")) for i in range(writes)))
     page = await store.records.list(ListQuery(limit=writes))
@@ -101,18 +99,17 @@ async def test_a_closed_store_refuses_writes(store_url: str, open_at: Opener) ->
     await pending
     with pytest.raises(StoreClosedError):
         await store.records.create(message("late"))
+    with pytest.raises(StoreClosedError):
+        await store.records.get("queued")
     reopened = await open_at(store_url)
     assert await reopened.records.get("queued") is not None
 
 
 async def test_a_newer_schema_is_refused(store_url: str, open_at: Opener) -> None:
-    await (await open_at(store_url)).close()
-    engine = create_async_engine(parse(store_url).url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text("UPDATE alembic_version SET version_num = 'r9999'"))
-    finally:
-        await engine.dispose()
+    store = await open_at(store_url)
+    await store.database.write(
+        lambda conn: conn.execute(text("UPDATE alembic_version SET version_num = 'r9999'")))
+    await store.close()
     with pytest.raises(SchemaTooNewError, match=r"r9999.*newer than this gateway knows"):
         await open_store(store_url)
 
@@ -123,8 +120,7 @@ async def test_the_schema_matches_the_migrations(store_url: str, open_at: Opener
     def differences(conn: Connection) -> list[Any]:
         return list(compare_metadata(MigrationContext.configure(conn), metadata))
 
-    async with store.write_engine.connect() as conn:
-        assert await conn.run_sync(differences) == []
+    assert await store.database.read(differences) == []
 
 
 async def test_the_memory_store_works_and_keeps_nothing(open_at: Opener) -> None:
@@ -153,7 +149,9 @@ async def test_a_sweep_applies_retention_and_key_expiry(store_url: str, open_at:
 
 async def test_sqlite_runs_in_wal_mode_with_normal_sync(tmp_path: Path, open_at: Opener) -> None:
     store = await open_at(f"sqlite:///{tmp_path}/wal.db")
-    async with store.write_engine.connect() as conn:
-        modes = [(await conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
-                 for name in ("journal_mode", "synchronous", "busy_timeout")]
+    def pragmas(conn: Connection) -> list[Any]:
+        return [conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+                for name in ("journal_mode", "synchronous", "busy_timeout")]
+
+    modes = await store.database.read(pragmas)
     assert modes == ["wal", 1, 5000]  # synchronous 1 is NORMAL
