@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from gateway.store.errors import CorruptStoreError, StoreConfigError
@@ -57,7 +57,7 @@ def create_backend(target: StoreURL) -> Backend:
     """The backend for ``target``; a SQLite file is checked first (folder, rights, header)."""
     if target.kind == "postgresql":
         return AsyncBackend(
-            create_async_engine(target.url, pool_size=1, max_overflow=0, pool_pre_ping=True),
+            create_async_engine(target.url, pool_size=1, max_overflow=0),
             create_async_engine(target.url, pool_size=READERS, max_overflow=2,
                                 pool_pre_ping=True))
     if target.kind == "memory":
@@ -130,20 +130,33 @@ class AsyncBackend:
 
     def __init__(self, writer: AsyncEngine, reader: AsyncEngine) -> None:
         self._writer, self._reader = writer, reader
+        self._held: AsyncConnection | None = None  # only the writer task uses it, in turn
 
     @property
     def write_engine(self) -> Engine:
         return self._writer.sync_engine
 
     async def write(self, work: Work[T]) -> T:
-        async with self._writer.connect() as conn, conn.begin():
-            return await conn.run_sync(work)
+        # The writer keeps its connection between batches (no check-out, no ping, no reset);
+        # after any failure it is dropped and the next batch connects afresh.
+        if self._held is None or self._held.invalidated or self._held.closed:
+            self._held = await self._writer.connect()
+        try:
+            async with self._held.begin():
+                return await self._held.run_sync(work)
+        except BaseException:
+            held, self._held = self._held, None
+            await held.close()
+            raise
 
     async def read(self, work: Work[T]) -> T:
         async with self._reader.connect() as conn, conn.begin():
             return await conn.run_sync(work)
 
     async def dispose(self) -> None:
+        if self._held is not None:
+            await self._held.close()
+            self._held = None
         await self._writer.dispose()
         await self._reader.dispose()
 
