@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
+from pathlib import Path
 
 from gateway.store import Conflict, New, Replay, Store, body_hash
 
@@ -57,3 +60,38 @@ async def test_concurrent_claims_from_two_stores_yield_one_new(store_url: str,
     results = await asyncio.gather(*claims)
     assert results.count(New()) == 1
     assert all(result == Conflict("in_flight") for result in results if result != New())
+
+
+CLAIMER = """
+import asyncio, json, pathlib, sys
+from gateway.store import New, open_store
+
+async def main(url: str, go: str) -> None:
+    store = await open_store(url)
+    print("ready", flush=True)
+    while not pathlib.Path(go).exists():  # start together: the race is the point
+        await asyncio.sleep(0.005)
+    results = await asyncio.gather(*(store.idempotency.claim("app", "k", "h") for _ in range(8)))
+    await store.close()
+    print(json.dumps([type(r).__name__ for r in results]), flush=True)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def test_concurrent_claims_from_two_processes_yield_one_new(
+        store_url: str, open_at: Opener, tmp_path: Path) -> None:
+    await (await open_at(store_url)).close()  # migrated before the race
+    go = tmp_path / "go"
+    claimers = [await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CLAIMER, store_url, str(go),
+        stdout=asyncio.subprocess.PIPE) for _ in range(2)]
+    for claimer in claimers:
+        assert claimer.stdout is not None
+        assert (await asyncio.wait_for(claimer.stdout.readline(), 60)).strip() == b"ready"
+    go.touch()
+    outputs = [await asyncio.wait_for(claimer.communicate(), 60) for claimer in claimers]
+    assert [claimer.returncode for claimer in claimers] == [0, 0]
+    names = [name for out, _ in outputs for name in json.loads(out)]
+    assert names.count("New") == 1, names
+    assert names.count("Conflict") == len(names) - 1
