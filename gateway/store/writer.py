@@ -96,9 +96,13 @@ class GroupWriter:
                     for job in batch:
                         job.result = job.error = None
                     await self._backend.write(_protected(batch))
-        except (DBAPIError, OSError) as exc:
-            # The commit (or the connection) failed: nothing of this batch is durable.
-            log.warning("store write failed: %s", reason(exc))
+        except Exception as exc:
+            # The commit or the connection failed (or something unforeseen): nothing of this
+            # batch is durable; its callers hear so, and the writer goes on with the next batch.
+            if isinstance(exc, DBAPIError | OSError):
+                log.warning("store write failed: %s", reason(exc))
+            else:
+                log.exception("store write failed unexpectedly")
             unavailable = StoreUnavailableError(f"the store cannot be written: {reason(exc)}")
             for job in batch:
                 _settle(job.future, None, job.error or unavailable)

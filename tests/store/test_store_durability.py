@@ -19,6 +19,7 @@ from gateway.store import (
     Replay,
     SchemaTooNewError,
     StoreClosedError,
+    StoreUnavailableError,
     body_hash,
     open_store,
 )
@@ -155,3 +156,26 @@ async def test_sqlite_runs_in_wal_mode_with_normal_sync(tmp_path: Path, open_at:
 
     modes = await store.database.read(pragmas)
     assert modes == ["wal", 1, 5000]  # synchronous 1 is NORMAL
+
+
+async def test_the_writer_survives_a_batch_that_breaks(store_url: str, open_at: Opener,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    store = await open_at(store_url)
+    broken = store.database.backend
+
+    class Boom(RuntimeError):
+        pass
+
+    original = broken.write
+
+    async def failing_once(work: Any) -> Any:
+        broken.write = original  # type: ignore[method-assign]
+        raise Boom("not a database error")
+
+    broken.write = failing_once  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailableError):
+        await store.records.create(message("lost"))
+    assert "store write failed unexpectedly" in caplog.text
+    # The writer task is still there (a dead one would leave this waiting forever).
+    await asyncio.wait_for(store.records.create(message("next")), 30)
+    assert await store.records.get("next") is not None
