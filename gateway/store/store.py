@@ -36,6 +36,9 @@ class Store:
         self.records = Records(db)
         self.idempotency = Idempotency(db, idempotency_ttl)
         self.providers = ProviderStates(db)
+        # The file as opened: if it is moved or deleted, SQLite goes on writing to the old
+        # inode and every later write would vanish with it, so check() compares.
+        self._inode = _inode(target.path) if target.path else None
 
     @property
     def database(self) -> Database:
@@ -52,6 +55,14 @@ class Store:
         idempotency keys deleted in small batches; (records, keys) deleted."""
         records = await self.records.purge(self._db.clock() - retention)
         return records, await self.idempotency.expire()
+
+    async def check(self) -> None:
+        """Raise StoreUnavailableError unless the database answers (for a readiness probe); a
+        SQLite file that was moved or deleted while open counts as gone."""
+        if self.target.path is not None and _inode(self.target.path) != self._inode:
+            raise StoreUnavailableError(
+                f"storage file {self.target.path} was moved or deleted while in use")
+        await self._db.read(lambda conn: conn.exec_driver_sql("SELECT 1").scalar())
 
     async def close(self) -> None:
         """Write what is queued, then close every connection."""
@@ -93,6 +104,14 @@ async def _migrate(target: StoreURL, backend: Backend) -> str:
         raise
     except (DBAPIError, OSError) as exc:
         raise _explain(target, exc) from None
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 def _explain(target: StoreURL, exc: BaseException) -> StoreError:

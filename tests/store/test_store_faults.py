@@ -151,3 +151,16 @@ async def test_a_postgresql_database_that_goes_away_is_unavailable_then_recovers
         await store.close()
     finally:
         await admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def test_check_answers_while_the_store_is_usable(store_url: str, open_at: Opener) -> None:
+    store = await open_at(store_url)
+    await store.check()
+
+
+async def test_check_notices_a_sqlite_file_moved_away(tmp_path: Path, open_at: Opener) -> None:
+    store = await open_at(f"sqlite:///{tmp_path}/gw.db")
+    await store.check()
+    (tmp_path / "gw.db").rename(tmp_path / "elsewhere.db")
+    with pytest.raises(StoreUnavailableError, match="moved or deleted"):
+        await store.check()
