@@ -1,0 +1,36 @@
+"""The durable message store: one SQLAlchemy async Core code path on SQLite or PostgreSQL.
+
+Nothing here knows about HTTP: the service calls ``Store.records``, ``Store.idempotency`` and
+``Store.providers``; handlers never build SQL.
+"""
+
+from gateway.store.errors import (
+    BadQueryError,
+    CorruptStoreError,
+    SchemaTooNewError,
+    StoreClosedError,
+    StoreConfigError,
+    StoreError,
+    StoreUnavailableError,
+    UnknownMessageError,
+)
+from gateway.store.idempotency import Claim, Conflict, New, Replay, body_hash
+from gateway.store.models import (
+    FINAL,
+    STATUSES,
+    Attempt,
+    ListQuery,
+    MessageRecord,
+    NewMessage,
+    Page,
+    Recipient,
+)
+from gateway.store.provider_state import ProviderState
+from gateway.store.store import Store, open_store, upgrade
+
+__all__ = [
+    "FINAL", "STATUSES", "Attempt", "BadQueryError", "Claim", "Conflict", "CorruptStoreError",
+    "ListQuery", "MessageRecord", "New", "NewMessage", "Page", "ProviderState", "Recipient",
+    "Replay", "SchemaTooNewError", "Store", "StoreClosedError", "StoreConfigError", "StoreError",
+    "StoreUnavailableError", "UnknownMessageError", "body_hash", "open_store", "upgrade",
+]

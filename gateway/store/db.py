@@ -1,0 +1,70 @@
+"""The one door every concern module uses: queued writes, pooled reads, the clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy import Connection, Engine, Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
+
+from gateway.store.engine import Backend, Work
+from gateway.store.errors import StoreClosedError, StoreUnavailableError
+from gateway.store.schema import to_us
+from gateway.store.writer import GroupWriter, reason
+
+T = TypeVar("T")
+Clock = Callable[[], float]
+
+
+class Database:
+    """Writes go through the group-commit writer; reads straight to the reader pool."""
+
+    def __init__(self, backend: Backend, clock: Clock) -> None:
+        self.backend = backend
+        self.clock = clock
+        self._writer = GroupWriter(backend)
+        self._closed = False
+
+    @property
+    def write_engine(self) -> Engine:
+        """The engine writes go through (tests count its commits)."""
+        return self.backend.write_engine
+
+    def start(self) -> None:
+        """Start the writer task."""
+        self._writer.start()
+
+    async def close(self) -> None:
+        """Finish queued writes, then close every connection."""
+        self._closed = True
+        await self._writer.close()
+        await self.backend.dispose()
+
+    def now_us(self) -> int:
+        """The clock, in stored microseconds."""
+        return to_us(self.clock())
+
+    async def write(self, work: Work[T]) -> T:
+        """Run ``work`` in the next committed batch; its result."""
+        return await self._writer.write(work)
+
+    async def read(self, work: Work[T]) -> T:
+        """Run ``work`` in one read transaction (one consistent snapshot on SQLite)."""
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        try:
+            return await self.backend.read(work)
+        except (DBAPIError, OSError) as exc:
+            raise StoreUnavailableError(f"the store cannot be read: {reason(exc)}") from exc
+
+
+def insert(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """The dialect's INSERT, which knows ON CONFLICT (both engines spell it alike)."""
+    return dialect_insert(conn.dialect.name, table)
+
+
+def dialect_insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """The INSERT of the dialect named ``dialect``."""
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)

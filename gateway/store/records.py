@@ -1,0 +1,161 @@
+"""Message records: written before any provider call, each attempt around its call."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from sqlalchemy import BindParameter, Connection, bindparam, delete, select, update
+
+from gateway.store.db import Database
+from gateway.store.errors import UnknownMessageError
+from gateway.store.listing import fetch_one, fetch_page
+from gateway.store.models import FINAL, ListQuery, MessageRecord, NewMessage, Page
+from gateway.store.prepared import Prepared
+from gateway.store.schema import attempts, messages, recipients, to_us
+
+RETENTION_BATCH = 500
+
+# The send path's statements, compiled once (see prepared.py). Bound names differ from column
+# names: SQLAlchemy reserves those for the SET values.
+_MID: BindParameter[str] = bindparam("b_mid")
+_MESSAGE_KEYS = ("id", "caller", "template", "numbers", "params", "mode", "status", "created_at",
+                 "updated_at", "expires_at", "next_attempt_at", "callback_url", "idempotency_key")
+_INSERT_MESSAGE = Prepared(messages.insert(), _MESSAGE_KEYS)
+_INSERT_RECIPIENT = Prepared(recipients.insert(), ("message_id", "number", "created_at"))
+_INSERT_ATTEMPT = Prepared(attempts.insert(), ("message_id", "seq", "provider", "started_at"))
+_START = Prepared(
+    update(messages).where(messages.c.id == _MID)
+    .values(attempts=messages.c.attempts + 1, status="sending", updated_at=bindparam("b_now"))
+    .returning(messages.c.attempts), ())
+_END_ATTEMPT = Prepared(
+    update(attempts).where(attempts.c.message_id == _MID, attempts.c.seq == bindparam("b_seq")),
+    ("finished_at", "outcome", "error", "provider_message_id"))
+_RECIPIENT_ID = Prepared(
+    update(recipients).where(recipients.c.message_id == _MID,
+                             recipients.c.number == bindparam("b_number")),
+    ("provider_message_id",))
+_FINISH_KEYS = ("status", "final_at", "updated_at", "provider", "provider_message_id", "error",
+                "lease_until", "lease_owner", "next_attempt_at")
+_FINISHING = update(messages).where(messages.c.id == _MID, messages.c.final_at.is_(None))
+_FINISH = Prepared(_FINISHING, _FINISH_KEYS)
+_FINISH_ERASING = Prepared(_FINISHING, (*_FINISH_KEYS, "params"))
+_EXISTS = select(messages.c.id).where(messages.c.id == _MID)
+
+
+class Records:
+    """Create, update, read and expire message records."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, new: NewMessage) -> None:
+        """Write the message (status ``sending``, or ``queued`` when async) and its numbers."""
+        numbers = list(dict.fromkeys(new.numbers))  # one row per distinct number
+
+        def write(conn: Connection) -> None:
+            now = self._db.now_us()
+            _INSERT_MESSAGE.execute(conn, {
+                "id": new.id, "caller": new.caller, "template": new.template,
+                "numbers": json.dumps(list(new.numbers)),
+                "params": None if new.params is None else json.dumps(dict(new.params)),
+                "mode": new.mode, "status": "queued" if new.mode == "async" else "sending",
+                "created_at": now, "updated_at": now,
+                "expires_at": None if new.expires_at is None else to_us(new.expires_at),
+                "next_attempt_at": now if new.mode == "async" else None,
+                "callback_url": new.callback_url, "idempotency_key": new.idempotency_key})
+            _INSERT_RECIPIENT.many(conn, [
+                {"message_id": new.id, "number": number, "created_at": now}
+                for number in numbers])
+
+        await self._db.write(write)
+
+    async def attempt_started(self, message_id: str, provider: str) -> int:
+        """Record that ``provider`` is about to be called; the attempt's sequence number."""
+
+        def write(conn: Connection) -> int:
+            now = self._db.now_us()
+            # The row lock of this UPDATE makes the count race-free across replicas too.
+            seq = _START.one(conn, {"b_mid": message_id, "b_now": now})
+            if seq is None:
+                raise UnknownMessageError(message_id)
+            _INSERT_ATTEMPT.execute(conn, {"message_id": message_id, "seq": seq,
+                                           "provider": provider, "started_at": now})
+            return int(seq)
+
+        return await self._db.write(write)
+
+    async def attempt_finished(self, message_id: str, seq: int, outcome: str, *,
+                               error: str | None = None,
+                               provider_message_id: str | None = None,
+                               recipient_ids: Mapping[str, str] | None = None) -> None:
+        """Record how attempt ``seq`` ended; ``recipient_ids``: number -> per-recipient id."""
+
+        def write(conn: Connection) -> None:
+            done = _END_ATTEMPT.count(conn, {
+                "b_mid": message_id, "b_seq": seq, "finished_at": self._db.now_us(),
+                "outcome": outcome, "error": error, "provider_message_id": provider_message_id})
+            if done == 0:
+                raise UnknownMessageError(f"{message_id} attempt {seq}")
+            if recipient_ids:
+                _RECIPIENT_ID.many(conn, [
+                    {"b_mid": message_id, "b_number": number, "provider_message_id": one}
+                    for number, one in recipient_ids.items()])
+
+        await self._db.write(write)
+
+    async def finish(self, message_id: str, status: str, *, provider: str | None = None,
+                     provider_message_id: str | None = None, error: str | None = None,
+                     keep_params: bool = False) -> bool:
+        """Set the final status once (params erased unless ``keep_params``); False if it was
+        already final (a final status is never overwritten here; receipts move ``sent`` on)."""
+        if status not in FINAL:
+            raise ValueError(f"{status!r} is not a final status ({', '.join(sorted(FINAL))})")
+
+        def write(conn: Connection) -> bool:
+            now = self._db.now_us()
+            values: dict[str, object] = {
+                "b_mid": message_id, "status": status, "final_at": now, "updated_at": now,
+                "provider": provider, "provider_message_id": provider_message_id, "error": error,
+                "lease_until": None, "lease_owner": None, "next_attempt_at": None}
+            if not keep_params:
+                values["params"] = None
+            done = (_FINISH if keep_params else _FINISH_ERASING).count(conn, values)
+            if done == 0:
+                if conn.scalar(_EXISTS, {"b_mid": message_id}) is None:
+                    raise UnknownMessageError(message_id)
+                return False
+            return True
+
+        return await self._db.write(write)
+
+    async def get(self, message_id: str) -> MessageRecord | None:
+        """The record with its attempts and recipients, or None."""
+        return await self._db.read(lambda conn: fetch_one(conn, message_id))
+
+    async def list(self, query: ListQuery) -> Page:
+        """A page of records, newest first; pass ``next_cursor`` back for the next page."""
+        return await self._db.read(lambda conn: fetch_page(conn, query))
+
+    async def purge(self, before: float, batch: int = RETENTION_BATCH) -> int:
+        """Delete records created before ``before``, ``batch`` per transaction, so sends queued
+        meanwhile are written between batches; how many were deleted."""
+        cutoff = to_us(before)
+        total = 0
+        while True:
+            deleted = await self._db.write(lambda conn: _purge_batch(conn, cutoff, batch))
+            total += deleted
+            if deleted < batch:
+                return total
+
+
+def _purge_batch(conn: Connection, cutoff: int, batch: int) -> int:
+    ids = list((conn.scalars(
+        select(messages.c.id).where(messages.c.created_at < cutoff)
+        .order_by(messages.c.created_at).limit(batch))).all())
+    if ids:
+        # Children first: correct whether or not the engine enforces ON DELETE CASCADE.
+        conn.execute(delete(attempts).where(attempts.c.message_id.in_(ids)))
+        conn.execute(delete(recipients).where(recipients.c.message_id.in_(ids)))
+        conn.execute(delete(messages).where(messages.c.id.in_(ids)))
+    return len(ids)

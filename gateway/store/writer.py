@@ -1,0 +1,164 @@
+"""Group commit: one task feeds the write connection and commits queued writes together.
+
+A caller hands over a write (a function of a Connection) and awaits its own result. While one
+transaction commits, the next writes queue up; the writer then runs them all in one transaction
+and commits once: under load, one fsync for many messages; alone, a write waits for no timer.
+If one write of a batch fails, the batch is rolled back and run again with a savepoint around
+each write, so the failure is that caller's alone (savepoints cost two statements a write, so
+they are paid only then). A write whose caller was cancelled still happens: it was promised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from gateway.store.engine import Backend, Work
+from gateway.store.errors import StoreClosedError, StoreUnavailableError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MAX_BATCH = 256
+
+
+@dataclass(slots=True)
+class _Job:
+    work: Work[Any]
+    future: asyncio.Future[Any]
+    result: Any = None
+    error: BaseException | None = None
+
+
+class _WorkFailed(Exception):
+    """One write of an unprotected batch raised: roll back, run again with savepoints."""
+
+
+class GroupWriter:
+    """Runs writes through ``backend`` in batches: one transaction, one commit, per batch."""
+
+    def __init__(self, backend: Backend, max_batch: int = MAX_BATCH) -> None:
+        self._backend = backend
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        """Start the writer task (on the running loop)."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="store-writer")
+
+    async def write(self, work: Work[T]) -> T:
+        """Queue ``work`` and wait until its batch is committed; its result or its error."""
+        if self._closed or self._task is None:
+            raise StoreClosedError("the store is closed")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Job(work, future))
+        return await asyncio.shield(future)
+
+    async def close(self) -> None:
+        """Refuse new writes, finish the queued ones, stop the task."""
+        self._closed = True
+        if self._task is None:
+            return
+        await self._queue.join()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._commit(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _commit(self, batch: list[_Job]) -> None:
+        try:
+            try:
+                await self._backend.write(_unprotected(batch))
+            except _WorkFailed as failed:
+                assert isinstance(failed.__cause__, Exception)
+                if len(batch) == 1:  # alone, and rolled back: its error is simply its own
+                    batch[0].error = _own_error(failed.__cause__)
+                else:
+                    for job in batch:
+                        job.result = job.error = None
+                    await self._backend.write(_protected(batch))
+        except Exception as exc:
+            # The commit or the connection failed (or something unforeseen): nothing of this
+            # batch is durable; its callers hear so, and the writer goes on with the next batch.
+            if isinstance(exc, DBAPIError | OSError):
+                log.warning("store write failed: %s", reason(exc))
+            else:
+                log.exception("store write failed unexpectedly")
+            unavailable = StoreUnavailableError(f"the store cannot be written: {reason(exc)}")
+            for job in batch:
+                _settle(job.future, None, job.error or unavailable)
+            return
+        except BaseException as exc:  # cancelled mid-batch: no caller may wait forever
+            for job in batch:
+                _settle(job.future, None, StoreClosedError(f"the store stopped: {exc!r}"))
+            raise
+        for job in batch:
+            _settle(job.future, job.result, job.error)
+
+
+def _unprotected(batch: list[_Job]) -> Callable[[Connection], None]:
+    def run(conn: Connection) -> None:
+        for job in batch:
+            try:
+                job.result = job.work(conn)
+            except Exception as exc:
+                raise _WorkFailed from exc
+    return run
+
+
+def _protected(batch: list[_Job]) -> Callable[[Connection], None]:
+    def run(conn: Connection) -> None:
+        for job in batch:
+            savepoint = conn.begin_nested()
+            try:
+                job.result = job.work(conn)
+            except Exception as exc:
+                if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+                    raise  # the connection is gone: fail the batch
+                savepoint.rollback()
+                job.error = _own_error(exc)
+            else:
+                savepoint.commit()
+    return run
+
+
+def _own_error(exc: Exception) -> BaseException:
+    """What the caller of a failed write gets: its own error, or "unavailable" for the
+    database refusing (a deadlock between replicas, say)."""
+    if isinstance(exc, DBAPIError) and not isinstance(exc, IntegrityError):
+        return StoreUnavailableError(f"the store refused a write: {reason(exc)}")
+    return exc
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled: the write stands, nobody is waiting
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def reason(exc: BaseException) -> str:
+    """The driver's message without the SQL statement and parameters SQLAlchemy appends."""
+    original = getattr(exc, "orig", None) or exc
+    return str(original).splitlines()[0] if str(original) else type(original).__name__
