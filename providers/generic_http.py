@@ -23,7 +23,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from providers.base import Delivery, Health, Message, Provider, ProviderSettings, SendResult
-from providers.http import WireResponse, exchange, retry_after
+from providers.http import WireResponse, exchange_with, retry_after
 
 CLASSES: dict[str, tuple[Delivery, Health]] = {
     "caller": (Delivery.CALLER, Health.IGNORED),  # the caller's fault: 422, no failover
@@ -188,15 +188,15 @@ class GenericHttpProvider(Provider):
         try:
             url, headers, body = self.request(message)
         except (jinja2.TemplateError, ValueError) as exc:
-            # Our config's fault and nothing left: safe for another provider to send it.
-            return SendResult(Delivery.SAFE, Health.FAILURE, f"template: {type(exc).__name__}")
-        response = await exchange(self.session, self.method, url, timeout, headers=headers,
-                                  data=body)
-        return response if isinstance(response, SendResult) else self.classify(response)
+            # Our config's fault and nothing left: another provider may send it, and this
+            # provider's breaker is not charged with a failure of ours.
+            return SendResult.not_sent(f"template: {type(exc).__name__}")
+        return await exchange_with(self.session, self.method, url, timeout,
+                                   read=self.classify, headers=headers, data=body)
 
     def classify(self, response: WireResponse) -> SendResult:
         """Success by status (+ field), else the mapped error class, else by HTTP status."""
-        document = response.json()
+        document = response.document
         if response.status in self.success_status and self._field_ok(document):
             found = json_path(document, self.message_id_path) if self.message_id_path else None
             return SendResult.accepted(None if found is None else str(found))

@@ -23,7 +23,7 @@ from providers.base import Delivery, Health, SendResult
 from providers.wire import Request, make_session
 
 __all__ = ["MAX_RESPONSE_BYTES", "MAX_RETRY_AFTER", "Classify", "WireResponse", "exchange",
-           "make_session", "retry_after"]
+           "exchange_with", "make_session", "retry_after"]
 
 MAX_RESPONSE_BYTES = 256 * 1024  # provider answers are < 2 KiB; anything larger is not an answer
 
@@ -35,6 +35,7 @@ class WireResponse:
     status: int
     headers: CIMultiDictProxy[str]
     body: bytes
+    document: Any  # the body decoded as JSON, or None when it is not JSON
     fields: Mapping[str, Any]  # the body when it is a JSON object, else empty
 
     @classmethod
@@ -43,7 +44,7 @@ class WireResponse:
             decoded = json.loads(body)
         except (ValueError, UnicodeDecodeError, RecursionError):
             decoded = None
-        return cls(status, headers, body, decoded if isinstance(decoded, dict) else {})
+        return cls(status, headers, body, decoded, decoded if isinstance(decoded, dict) else {})
 
 
 # What a provider's code means: (the answer, the code it carries) -> outcome. Answers without a
@@ -83,11 +84,29 @@ async def exchange(
     """Send one request within ``timeout`` and classify the outcome: wire failures here, an
     answer without a provider code in its JSON ``code`` field by ``without_code``, an answer
     with one by the provider's ``classify``."""
+
+    def read(response: WireResponse) -> SendResult:
+        found = response.fields.get(code)
+        return classify(response, found) if isinstance(found, str) else without_code(response, code)
+
+    return await exchange_with(session, method, url, timeout, read=read, headers=headers,
+                               data=data)
+
+
+async def exchange_with(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str | yarl.URL,
+    timeout: float,
+    *,
+    read: Callable[[WireResponse], SendResult],
+    headers: Mapping[str, str] | None = None,
+    data: Any = None,
+) -> SendResult:
+    """``exchange`` for providers whose code is not one top-level string (nested, numeric,
+    configured): wire failures are classified here, every answer by ``read``."""
     response = await _request(session, method, url, timeout, headers, data)
-    if isinstance(response, SendResult):
-        return response
-    found = response.fields.get(code)
-    return classify(response, found) if isinstance(found, str) else without_code(response, code)
+    return response if isinstance(response, SendResult) else read(response)
 
 
 async def _request(session: aiohttp.ClientSession, method: str, url: str | yarl.URL,

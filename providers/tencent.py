@@ -12,7 +12,7 @@ from typing import Any
 import yarl
 
 from providers.base import Delivery, Health, Message, Provider, SendResult
-from providers.http import WireResponse, exchange, retry_after
+from providers.http import WireResponse, exchange_with, retry_after
 
 ALGORITHM = "TC3-HMAC-SHA256"
 SERVICE = "sms"
@@ -147,7 +147,7 @@ def _per_number(items: list[Any]) -> SendResult:
 
 def classify(response: WireResponse) -> SendResult:
     """Translate a Tencent answer into an outcome (providers.md 3.4-3.5)."""
-    body = response.json()
+    body = response.document
     inner = body.get("Response") if isinstance(body, dict) else None
     if response.status != 200 or not isinstance(inner, dict):
         if response.status >= 500 or 200 <= response.status < 300:
@@ -210,9 +210,8 @@ class TencentProvider(Provider):
     async def send(self, message: Message, timeout: float) -> SendResult:
         body = self.body(message)
         headers = self.headers(body, int(time.time()))
-        response = await exchange(self.session, "POST", f"{self.endpoint}/", timeout,
-                                  headers=headers, data=body)
-        return response if isinstance(response, SendResult) else classify(response)
+        return await exchange_with(self.session, "POST", f"{self.endpoint}/", timeout,
+                                   read=classify, headers=headers, data=body)
 
     def describe(self) -> dict[str, Any]:
         return {"endpoint": self.endpoint, "sdk_app_id": self.settings.options.get("sdk_app_id")}

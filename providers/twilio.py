@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 import yarl
 
 from providers.base import Delivery, Health, Message, Provider, SendResult
-from providers.http import WireResponse, exchange, retry_after
+from providers.http import WireResponse, exchange_with, retry_after
 
 API_VERSION = "2010-04-01"
 MAX_BODY = 1600
@@ -53,7 +53,7 @@ def render(text: str, params: Mapping[str, str]) -> str:
 
 def classify(response: WireResponse) -> SendResult:
     """Translate a Twilio answer into an outcome (providers.md 4.2-4.3)."""
-    body = response.json()
+    body = response.document
     if response.status == 201 and isinstance(body, dict) and body.get("sid"):
         return SendResult.accepted(str(body["sid"]))
     code = body.get("code") if isinstance(body, dict) else None
@@ -120,9 +120,8 @@ class TwilioProvider(Provider):
                    "Content-Type": "application/x-www-form-urlencoded",
                    "Accept": "application/json"}
         body = urlencode(self.form(message, to)).encode()
-        response = await exchange(self.session, "POST", f"{self.endpoint}{messages_path(sid)}",
-                                  timeout, headers=headers, data=body)
-        return response if isinstance(response, SendResult) else classify(response)
+        return await exchange_with(self.session, "POST", f"{self.endpoint}{messages_path(sid)}",
+                                   timeout, read=classify, headers=headers, data=body)
 
     def describe(self) -> dict[str, Any]:
         return {"endpoint": self.endpoint, "sender": self.settings.options.get("sender")}

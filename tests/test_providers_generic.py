@@ -185,13 +185,15 @@ async def test_templates_are_sandboxed_and_escaped_for_their_context(
     url_only, _headers, _body = provider.request(message(to="+1/../admin?x#"))
     assert url_only.endswith("/v1/%2B1%2F..%2Fadmin%3Fx%23")
     injected = await provider.send(message(code="1\r\nX-Evil: 1"), timeout=5)
-    assert (injected.delivery, injected.health) == (Delivery.SAFE, Health.FAILURE)
-    assert injected.reason.startswith("template")
+    # nothing left the gateway: another provider may send it, this one's breaker is not charged
+    assert (injected.delivery, injected.health) == (Delivery.NOT_SENT, Health.IGNORED)
+    assert injected.reason.startswith("not sent: template")
     escape = HEADER + textwrap.indent(BASE.format(endpoint=url).replace(
         "{{ to }}", "{{ ''.__class__.__mro__[1].__subclasses__() }}"), "  ")
     config = parse_config(escape)
     sandboxed = config.providers[0].cls(config.providers[0].settings, session)
     result = await sandboxed.send(message(), timeout=5)
-    assert (result.delivery, result.reason) == (Delivery.SAFE, "template: SecurityError")
+    assert (result.delivery, result.reason) == (Delivery.NOT_SENT,
+                                                "not sent: template: SecurityError")
     assert acme[1] == []  # nothing reached the API
     assert json.dumps(provider.describe())  # describe() is JSON-safe and names no env value
