@@ -122,7 +122,8 @@ class Stack:
         await self.healthy()
         async with aiohttp.ClientSession() as session:
             for kind in ("aliyun", "huawei"):
-                async with session.post(f"{self.urls['control']}/_emulator/{kind}/reset") as r:
+                async with session.post(f"{self.urls['control']}/_emulator/{kind}/reset",
+                                        json={}) as r:
                     r.raise_for_status()
         for gateway in self.gateways:
             for name in ("aliyun", "huawei"):

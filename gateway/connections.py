@@ -12,6 +12,7 @@ import resource
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import ContentLengthError, PayloadEncodingError
 
 from gateway.config import MAX_BODY_BYTES
 from gateway.keys import gateway_key
@@ -149,4 +150,6 @@ async def body_deadline(request: web.Request, handler: Handler) -> web.StreamRes
         except TimeoutError:
             raise Problem(408, f"the request body did not arrive within {timeout:g}s",
                           slug="request-timeout") from None
+        except (ConnectionError, PayloadEncodingError, ContentLengthError):
+            pass  # the stream keeps the error: the handler's own read meets it and counts it
     return await handler(request)

@@ -14,7 +14,7 @@ from gateway.app import Gateway, Reply
 from gateway.keys import gateway_key
 from gateway.openapi import openapi_json
 from gateway.problems import Problem
-from gateway.records import CONFLICT, Conflict
+from gateway.records import CONFLICT, IdempotencyConflict
 from gateway.status import provider_status, ready, recent_sends, status_document
 from gateway.validate import Aborted, parse_send, read_json
 
@@ -65,7 +65,7 @@ async def _send(request: web.Request, gateway: Gateway) -> web.Response:
         if stored is None:
             send = parse_send(body, snapshot.config)
             stored = gateway.idempotency.begin(scoped, send.fingerprint(), raw)
-    except Conflict as exc:
+    except IdempotencyConflict as exc:
         raise Problem(409, exc.reason, slug="idempotency-conflict") from None
     except Problem:  # the body is invalid
         if scoped in gateway.idempotency:  # and the key is taken by another one

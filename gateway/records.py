@@ -74,7 +74,7 @@ class _Entry:
     response: tuple[int, str] | None = None  # status, JSON text: a third of the dict's memory
 
 
-class Conflict(Exception):
+class IdempotencyConflict(Exception):
     """The key is in use: ``reason`` says whether by another body or by a send in flight."""
 
     def __init__(self, reason: str) -> None:
@@ -96,7 +96,9 @@ class IdempotencyStore:
         self._items: OrderedDict[str, _Entry] = OrderedDict()
 
     def lookup(self, key: str, raw: str) -> tuple[int, dict[str, Any]] | None:
-        """The answer stored for exactly this body under ``key``, if any (Conflict: in flight).
+        """The answer stored for exactly this body under ``key``, if any.
+
+        IdempotencyConflict while the first is in flight.
 
         Checked before the body is validated, so a repeat is replayed even when a reload has
         since changed what is valid (a template's params, say).
@@ -107,7 +109,9 @@ class IdempotencyStore:
         return self._answer(entry)
 
     def begin(self, key: str, fingerprint: str, raw: str = "") -> tuple[int, dict[str, Any]] | None:
-        """The stored answer for a repeat, None for a new key (now reserved); Conflict otherwise."""
+        """The stored answer for a repeat, None for a new key (now reserved).
+
+        IdempotencyConflict for another body, or while the first is in flight."""
         now = self._clock()
         for _ in range(len(self._items)):
             oldest_key, oldest = next(iter(self._items.items()))
@@ -122,7 +126,7 @@ class IdempotencyStore:
             self._items[key] = _Entry(fingerprint, now, raw)
             return None
         if entry.fingerprint != fingerprint:
-            raise Conflict(CONFLICT)
+            raise IdempotencyConflict(CONFLICT)
         return self._answer(entry)
 
     def _live(self, key: str) -> _Entry | None:
@@ -134,7 +138,7 @@ class IdempotencyStore:
     @staticmethod
     def _answer(entry: _Entry) -> tuple[int, dict[str, Any]]:
         if entry.response is None:
-            raise Conflict("a request with this Idempotency-Key is still in flight")
+            raise IdempotencyConflict("a request with this Idempotency-Key is still in flight")
         status, text = entry.response
         return status, json.loads(text)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,17 +18,28 @@ from gateway.cli import emulated_loader
 from gateway.emulators import EmulatorServer, start_emulators
 from gateway.keys import gateway_key
 
+
 # Small timeouts and thresholds keep fault tests fast; everything else as shipped. Endpoints
 # are the emulators' (filled in by emulated_loader); credentials are ${VAR}s it resolves.
-TEST_CONFIG = gateway_config(
-    server={"api_keys": [], "max_recipients": 5, "shutdown_timeout": "2s"},
-    logging={"file": None},
-    defaults={"region": "CN", "timeout": "500ms", "deadline": "3s",
-              "breaker": {"consecutive_failures": 3, "failure_rate": 0.5, "minimum_calls": 10,
-                          "window": "30s", "open_for": "30s", "max_open_for": "300s",
-                          "half_open_probes": 1}},
-    providers=[provider("aliyun", priority=1), provider("huawei", priority=2)],
-)
+def build_config(*, server: Mapping[str, Any] | None = None,
+                defaults: Mapping[str, Any] | None = None,
+                providers: Sequence[Mapping[str, Any]] | None = None) -> str:
+    """TEST_CONFIG with keys of ``server``/``defaults`` added or replaced, or other providers:
+    built, never edited as text (a replace that matches nothing would test nothing)."""
+    return gateway_config(
+        server={"api_keys": [], "max_recipients": 5, "shutdown_timeout": "2s", **(server or {})},
+        logging={"file": None},
+        defaults={"region": "CN", "timeout": "500ms", "deadline": "3s",
+                  "breaker": {"consecutive_failures": 3, "failure_rate": 0.5,
+                              "minimum_calls": 10, "window": "30s", "open_for": "30s",
+                              "max_open_for": "300s", "half_open_probes": 1},
+                  **(defaults or {})},
+        providers=providers or [provider("aliyun", priority=1), provider("huawei", priority=2)],
+    )
+
+# Small timeouts and thresholds keep fault tests fast; everything else as shipped. Endpoints
+# are the emulators' (filled in by emulated_loader); credentials are ${VAR}s it resolves.
+TEST_CONFIG = build_config()
 
 NUMBER = "+8613800138000"
 

@@ -62,7 +62,7 @@ async def test_api_key_from_the_environment(make_gateway: MakeGateway) -> None:
 
 
 async def test_status_table_without_colour_when_piped(gw: Harness) -> None:
-    await gw.client.post("/admin/providers/huawei/open")
+    await gw.client.post("/admin/providers/huawei/open", json={})
     code, out, _err = await run(gw, "status")
     assert code == 0
     lines = out.splitlines()

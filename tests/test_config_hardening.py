@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from gatewayproc import run_cli, running, sandbox_config
 
-from conftest import TEST_CONFIG, Harness
+from conftest import Harness, build_config
 from gateway.config import ConfigError, load_config, parse_config
 from gateway.reload import reload_now
 from gateway.yamlsrc import MAX_BYTES
@@ -63,7 +63,7 @@ async def test_a_bomb_on_reload_is_rejected_and_the_gateway_keeps_serving(gw: Ha
 async def test_a_reload_says_which_server_settings_wait_for_a_restart(
         gw: Harness, caplog: pytest.LogCaptureFixture) -> None:
     assert gw.gateway.config_path is not None
-    text = TEST_CONFIG.replace("  max_recipients: 5", "  max_recipients: 5\n  max_connections: 9")
+    text = build_config(server={"max_connections": 9})
     gw.gateway.config_path.write_text(text)
     assert await reload_now(gw.gateway)
     assert "server.max_connections changed: applied at the next start" in caplog.text

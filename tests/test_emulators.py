@@ -473,7 +473,7 @@ async def test_control_routes(aiohttp_client: AiohttpClient, aliyun: EmulatorSer
 
     await client(huawei, session).send(message(), timeout=2)
     assert huawei.state.counters["accepted"] == 1
-    reset = await (await admin.post("/_emulator/huawei/reset")).json()
+    reset = await (await admin.post("/_emulator/huawei/reset", json={})).json()
     assert reset["counters"]["accepted"] == reset["accepted_total"] == 0
 
     down = await admin.post("/_emulator/huawei", json={"mode": "down"})

@@ -20,7 +20,8 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from conftest import NUMBER, TEST_CONFIG, Harness, MakeGateway
+from bench.configs import provider
+from conftest import NUMBER, TEST_CONFIG, Harness, MakeGateway, build_config
 from gateway.app import create_app
 from gateway.cli import emulated_loader
 from gateway.emulators import EMULATOR_CREDENTIALS, EMULATOR_OPTIONS, EmulatorServer
@@ -100,18 +101,9 @@ class SendsToAnInvalidURL(Provider):
 
 
 def broken_first(cls: type[Provider]) -> str:
-    return TEST_CONFIG.replace("""\
-  - name: aliyun
-    type: aliyun
-    priority: 1
-""", f"""\
-  - name: broken
-    type: test_hardening_send:{cls.__name__}
-    priority: 0
-  - name: aliyun
-    type: aliyun
-    priority: 1
-""")
+    broken = {"name": "broken", "type": f"test_hardening_send:{cls.__name__}", "priority": 0}
+    return build_config(providers=[broken, provider("aliyun", priority=1),
+                                   provider("huawei", priority=2)])
 
 
 @pytest.mark.parametrize(("cls", "traceback"), [(RaisesBeforeSending, True),
@@ -238,13 +230,12 @@ async def test_a_client_abort_mid_body_is_counted_as_aborted_without_an_error_lo
 # -- item 2: waiting for a pooled connection counted as a provider timeout -----------------------
 
 def pooled(size: int, wait: str, timeout: str = "500ms", huawei: bool = True) -> str:
-    pool = f"  pool_size: {size}\n  pool_wait: {wait}\n"
-    text = TEST_CONFIG.replace("  shutdown_timeout: 2s\n", "  shutdown_timeout: 2s\n" + pool)
-    text = text.replace("  timeout: 500ms\n  deadline: 3s\n",
-                        f"  timeout: {timeout}\n  deadline: 60s\n")
+    huawei_entry = provider("huawei", priority=2)
     if not huawei:
-        text = text.replace("    type: huawei\n", "    type: huawei\n    enabled: false\n")
-    return text
+        huawei_entry["enabled"] = False
+    return build_config(server={"pool_size": size, "pool_wait": wait},
+                        defaults={"timeout": timeout, "deadline": "60s"},
+                        providers=[provider("aliyun", priority=1), huawei_entry])
 
 
 NOTICE = {"name": "A", "time": "B"}  # on_unknown: stop, so "unknown" would be answered 202

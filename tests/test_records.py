@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import FakeClock
-from gateway.records import Conflict, IdempotencyStore
+from gateway.records import IdempotencyConflict, IdempotencyStore
 
 
 def test_a_finished_answer_is_replayed_as_it_was() -> None:
@@ -24,7 +24,7 @@ def test_capacity_evicts_the_oldest_finished_never_one_in_flight() -> None:
         store.finish(key, 200, {"id": key})
     assert store.begin("c", "fp") is None  # full: "a" goes, not the one in flight
     assert "a" not in store and "b" in store and "in-flight" in store
-    with pytest.raises(Conflict, match="still in flight"):
+    with pytest.raises(IdempotencyConflict, match="still in flight"):
         store.begin("in-flight", "fp")
 
 

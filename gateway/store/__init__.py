@@ -14,23 +14,44 @@ from gateway.store.errors import (
     StoreUnavailableError,
     UnknownMessageError,
 )
-from gateway.store.idempotency import Claim, Conflict, New, Replay, body_hash
+from gateway.store.idempotency import Claim, KeyConflict, New, Replay, body_hash
 from gateway.store.models import (
     FINAL,
     STATUSES,
-    Attempt,
     ListQuery,
     MessageRecord,
     NewMessage,
     Page,
     Recipient,
+    StoredAttempt,
 )
 from gateway.store.provider_state import ProviderState
 from gateway.store.store import Store, open_store, upgrade
 
 __all__ = [
-    "FINAL", "STATUSES", "Attempt", "BadQueryError", "Claim", "Conflict", "CorruptStoreError",
-    "ListQuery", "MessageRecord", "New", "NewMessage", "Page", "ProviderState", "Recipient",
-    "Replay", "SchemaTooNewError", "Store", "StoreClosedError", "StoreConfigError", "StoreError",
-    "StoreUnavailableError", "UnknownMessageError", "body_hash", "open_store", "upgrade",
+    "FINAL",
+    "STATUSES",
+    "BadQueryError",
+    "Claim",
+    "CorruptStoreError",
+    "KeyConflict",
+    "ListQuery",
+    "MessageRecord",
+    "New",
+    "NewMessage",
+    "Page",
+    "ProviderState",
+    "Recipient",
+    "Replay",
+    "SchemaTooNewError",
+    "Store",
+    "StoreClosedError",
+    "StoreConfigError",
+    "StoreError",
+    "StoreUnavailableError",
+    "StoredAttempt",
+    "UnknownMessageError",
+    "body_hash",
+    "open_store",
+    "upgrade",
 ]

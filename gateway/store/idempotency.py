@@ -50,13 +50,13 @@ class Replay:
 
 
 @dataclass(frozen=True, slots=True)
-class Conflict:
+class KeyConflict:
     """The key is taken: by a request still in flight, or by a different body."""
 
     reason: Literal["in_flight", "different_body"]
 
 
-Claim = New | Replay | Conflict
+Claim = New | Replay | KeyConflict
 
 
 def body_hash(body: bytes) -> str:
@@ -87,9 +87,9 @@ class Idempotency:
                 return New()
             row = conn.execute(_SEEN, mine).one()
             if row.body_hash != fingerprint:
-                return Conflict("different_body")
+                return KeyConflict("different_body")
             if row.state != "done":
-                return Conflict("in_flight")
+                return KeyConflict("in_flight")
             return Replay(row.status_code, json.loads(row.response), row.message_id)
 
         return await self._db.write(write)

@@ -20,11 +20,11 @@ from gateway.store.errors import BadQueryError
 from gateway.store.models import (
     MAX_LIMIT,
     STATUSES,
-    Attempt,
     ListQuery,
     MessageRecord,
     Page,
     Recipient,
+    StoredAttempt,
 )
 from gateway.store.schema import attempts, from_us, messages, recipients, to_us
 
@@ -107,12 +107,12 @@ def check(query: ListQuery) -> None:
 def _complete(conn: Connection, rows: Sequence[Row[Any]]) -> list[MessageRecord]:
     """Records for ``rows``, their attempts and recipients read in two queries per page."""
     ids = [row.id for row in rows]
-    tried: defaultdict[str, list[Attempt]] = defaultdict(list)
+    tried: defaultdict[str, list[StoredAttempt]] = defaultdict(list)
     to: defaultdict[str, list[Recipient]] = defaultdict(list)
     if ids:
         for a in conn.execute(select(attempts).where(attempts.c.message_id.in_(ids))
                                     .order_by(attempts.c.message_id, attempts.c.seq)):
-            tried[a.message_id].append(Attempt(
+            tried[a.message_id].append(StoredAttempt(
                 a.seq, a.provider, from_us(a.started_at) or 0.0, from_us(a.finished_at),
                 a.outcome, a.error, a.provider_message_id))
         for r in conn.execute(select(recipients).where(recipients.c.message_id.in_(ids))):
@@ -121,7 +121,7 @@ def _complete(conn: Connection, rows: Sequence[Row[Any]]) -> list[MessageRecord]
     return [_record(row, tried[row.id], to[row.id]) for row in rows]
 
 
-def _record(row: Row[Any], tried: list[Attempt], to: list[Recipient]) -> MessageRecord:
+def _record(row: Row[Any], tried: list[StoredAttempt], to: list[Recipient]) -> MessageRecord:
     numbers = tuple(json.loads(row.numbers))
     order = {number: index for index, number in enumerate(numbers)}
     return MessageRecord(

@@ -29,7 +29,7 @@ class NewMessage:
 
 
 @dataclass(frozen=True, slots=True)
-class Attempt:
+class StoredAttempt:
     """One provider call: started before the call, finished after (unfinished: maybe sent)."""
 
     seq: int
@@ -74,7 +74,7 @@ class MessageRecord:
     provider: str | None
     provider_message_id: str | None
     error: str | None
-    attempts: tuple[Attempt, ...] = ()
+    attempts: tuple[StoredAttempt, ...] = ()
     recipients: tuple[Recipient, ...] = ()
 
 

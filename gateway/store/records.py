@@ -43,7 +43,7 @@ _FINISH_ERASING = Prepared(_FINISHING, (*_FINISH_KEYS, "params"))
 _EXISTS = select(messages.c.id).where(messages.c.id == _MID)
 
 
-class Records:
+class RecordStore:
     """Create, update, read and expire message records."""
 
     def __init__(self, db: Database) -> None:

@@ -19,7 +19,7 @@ from gateway.store.errors import (
 from gateway.store.idempotency import DEFAULT_TTL, Idempotency
 from gateway.store.migrate import upgrade_connection
 from gateway.store.provider_state import ProviderStates
-from gateway.store.records import Records
+from gateway.store.records import RecordStore
 from gateway.store.urls import StoreURL, parse, scrub
 from gateway.store.writer import reason
 
@@ -33,7 +33,7 @@ class Store:
     def __init__(self, target: StoreURL, db: Database, idempotency_ttl: float) -> None:
         self.target = target
         self._db = db
-        self.records = Records(db)
+        self.records = RecordStore(db)
         self.idempotency = Idempotency(db, idempotency_ttl)
         self.providers = ProviderStates(db)
         # The file as opened: if it is moved or deleted, SQLite goes on writing to the old

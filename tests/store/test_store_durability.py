@@ -13,7 +13,7 @@ from sqlalchemy import Connection, event, text
 from sqlalchemy.exc import IntegrityError
 
 from gateway.store import (
-    Conflict,
+    KeyConflict,
     ListQuery,
     NewMessage,
     Replay,
@@ -58,7 +58,7 @@ async def test_records_keys_and_provider_state_survive_a_restart(store_url: str,
     assert [item.id for item in page.items] == ["m2", "m1"]  # one created_at: id breaks ties
     assert await after.idempotency.claim("app", "done", BODY) == Replay(
         200, {"id": "m1", "status": "sent"}, "m1")
-    assert await after.idempotency.claim("app", "busy", BODY) == Conflict("in_flight")
+    assert await after.idempotency.claim("app", "busy", BODY) == KeyConflict("in_flight")
     states = await after.providers.all()
     assert (states["huawei"].disabled_until, states["huawei"].reason) == (
         START + 300, "account suspended")
@@ -145,7 +145,7 @@ async def test_a_sweep_applies_retention_and_key_expiry(store_url: str, open_at:
     await store.idempotency.claim("app", "new", BODY)
     assert await store.sweep(retention=3600) == (1, 1)
     assert await store.records.get("old") is None and await store.records.get("new") is not None
-    assert await store.idempotency.claim("app", "new", BODY) == Conflict("in_flight")
+    assert await store.idempotency.claim("app", "new", BODY) == KeyConflict("in_flight")
 
 
 async def test_sqlite_runs_in_wal_mode_with_normal_sync(tmp_path: Path, open_at: Opener) -> None:

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from gateway.store import Conflict, New, Replay, Store, body_hash
+from gateway.store import KeyConflict, New, Replay, Store, body_hash
 
 from .conftest import FakeClock, Opener
 
@@ -18,11 +18,11 @@ ANSWER = {"id": "m1", "status": "sent", "provider": "aliyun"}
 
 async def test_claim_conflict_complete_replay(store: Store) -> None:
     assert await store.idempotency.claim("app", "k1", BODY, "m1") == New()
-    assert await store.idempotency.claim("app", "k1", BODY) == Conflict("in_flight")
-    assert await store.idempotency.claim("app", "k1", OTHER) == Conflict("different_body")
+    assert await store.idempotency.claim("app", "k1", BODY) == KeyConflict("in_flight")
+    assert await store.idempotency.claim("app", "k1", OTHER) == KeyConflict("different_body")
     await store.idempotency.complete("app", "k1", 200, ANSWER)
     assert await store.idempotency.claim("app", "k1", BODY) == Replay(200, ANSWER, "m1")
-    assert await store.idempotency.claim("app", "k1", OTHER) == Conflict("different_body")
+    assert await store.idempotency.claim("app", "k1", OTHER) == KeyConflict("different_body")
     # Keys are per caller: another caller's k1 is another key.
     assert await store.idempotency.claim("ops", "k1", OTHER) == New()
 
@@ -59,7 +59,7 @@ async def test_concurrent_claims_from_two_stores_yield_one_new(store_url: str,
               for _ in range(6) for store in (first, second)]
     results = await asyncio.gather(*claims)
     assert results.count(New()) == 1
-    assert all(result == Conflict("in_flight") for result in results if result != New())
+    assert all(result == KeyConflict("in_flight") for result in results if result != New())
 
 
 CLAIMER = """
@@ -94,4 +94,4 @@ async def test_concurrent_claims_from_two_processes_yield_one_new(
     assert [claimer.returncode for claimer in claimers] == [0, 0]
     names = [name for out, _ in outputs for name in json.loads(out)]
     assert names.count("New") == 1, names
-    assert names.count("Conflict") == len(names) - 1
+    assert names.count("KeyConflict") == len(names) - 1

@@ -1,4 +1,4 @@
-"""Records: written before any provider call, read back, listed by page, expired."""
+"""RecordStore: written before any provider call, read back, listed by page, expired."""
 
 from __future__ import annotations
 
