@@ -50,6 +50,8 @@ class Metrics:
             "sms_config_reloads", "Config reloads, by result", ["result"],
             registry=self.registry,
         )
+        for result in ("applied", "rejected"):  # at 0 from the start: a rate needs a first sample
+            self.reloads.labels(result)
         self.transitions = Counter(
             "sms_breaker_transitions", "Breaker state changes, by provider and new state",
             ["provider", "state"], registry=self.registry,

@@ -76,3 +76,10 @@ async def test_forced_open_has_no_countdown(gw: Harness) -> None:
     assert (aliyun["state"], aliyun["forced"]) == ("open", True)
     assert aliyun["open_until"] is None
     assert aliyun["retry_in"] is None  # open until an operator closes it
+
+
+async def test_reload_counters_exist_before_any_reload(gw: Harness) -> None:
+    """A counter that appears only at the first reload has no first sample to rate against."""
+    metrics = await (await gw.client.get("/metrics")).text()
+    assert 'sms_config_reloads_total{result="applied"} 0.0' in metrics
+    assert 'sms_config_reloads_total{result="rejected"} 0.0' in metrics
