@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from conftest import NUMBER, Harness
+from bench.configs import provider
+from conftest import NUMBER, Harness, MakeGateway, build_config
 from gateway.emulators import EMULATOR_CREDENTIALS
 
 
@@ -83,3 +84,12 @@ async def test_reload_counters_exist_before_any_reload(gw: Harness) -> None:
     metrics = await (await gw.client.get("/metrics")).text()
     assert 'sms_config_reloads_total{result="applied"} 0.0' in metrics
     assert 'sms_config_reloads_total{result="rejected"} 0.0' in metrics
+
+
+async def test_readiness_counts_enabled_providers_only(make_gateway: MakeGateway) -> None:
+    """A provider switched off in the config is no missing capacity: "1 of 1 enabled", not
+    "1 of 2", which would read as a provider down."""
+    gw = await make_gateway(build_config(providers=[
+        provider("aliyun", priority=1), {**provider("huawei", priority=2), "enabled": False}]))
+    page = await (await gw.client.get("/")).text()
+    assert "1 of 1 enabled provider closed" in page
