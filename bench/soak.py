@@ -13,7 +13,11 @@ checks, and prints, what the gateway promises (SPEC section 3):
 - no emulator accepted anything answered 502, 503, 422 or 429;
 - an Idempotency-Key repeat replays the first answer and sends nothing;
 - the gateway's memory is flat after warm-up, its log has no traceback, and it stops with exit
-  0 on SIGTERM.
+  0 on SIGTERM;
+- hostile traffic (bench/soak_hostile.py) gets its answer: lone surrogates and NaN are a
+  problem+json 400/422, cut-off bodies count as ``aborted`` (never 500), slow and idle sockets
+  are closed by the gateway, an alias bomb on reload is rejected and the gateway keeps serving;
+  and ``/metrics`` never counted a 500.
 
 Exits 1 when any of these fails.
 """
@@ -41,6 +45,15 @@ import aiohttp
 from bench.configs import gateway_config, provider
 from bench.entrycost import kept_answer_kib
 from bench.procs import die_with_parent, free_port, memory_kb
+from bench.soak_hostile import (
+    BODIES,
+    JSON,
+    PROBLEM,
+    Hostile,
+    final_metrics,
+    hostile_report,
+    hostile_traffic,
+)
 from gateway.emulators import EMULATOR_CREDENTIALS, EmulatorServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,13 +66,19 @@ SCHEDULE = [  # (aliyun, huawei); "slow" is the latency mode at 300 ms, under th
 API_KEY = "soak-" + uuid.uuid4().hex
 BREAKER = {"consecutive_failures": 5, "failure_rate": 0.5, "minimum_calls": 20, "window": "10s",
            "open_for": "2s", "max_open_for": "8s", "half_open_probes": 1}
+# Small on purpose, so the slow and idle sockets are cut off many times in a run. The cap leaves
+# room for every sender's connection and the hostile sockets: it is never reached.
+HEADER_TIMEOUT = BODY_TIMEOUT = 2.0
+SPARE_CONNECTIONS = 24
 
 
-def soak_config(log: Path, urls: dict[str, str]) -> str:
+def soak_config(log: Path, urls: dict[str, str], senders: int) -> str:
     """The soak gateway's config: its API key and provider secrets come from the environment."""
     return gateway_config(
         server={"api_keys": ["${SOAK_API_KEY}"], "max_recipients": 10,
-                "shutdown_timeout": "10s"},
+                "shutdown_timeout": "10s", "header_timeout": f"{HEADER_TIMEOUT:g}s",
+                "body_timeout": f"{BODY_TIMEOUT:g}s",
+                "max_connections": senders + SPARE_CONNECTIONS},
         logging={"level": "INFO", "file": str(log), "max_bytes": 20_000_000, "backups": 3},
         defaults={"region": "CN", "timeout": "1s", "deadline": "3s", "breaker": BREAKER},
         templates=("notice", "verify_code"), on_unknown={"notice": "stop"},
@@ -75,7 +94,7 @@ def soak_config(log: Path, urls: dict[str, str]) -> str:
 class Result:
     """One request and its answer."""
 
-    kind: str  # notice | verify_code | replay | bad:<what>
+    kind: str  # notice | verify_code | replay | bad:<what> | hostile:<what>
     phase: int
     status: int | None = None  # None: no answer at all
     error: str = ""
@@ -87,6 +106,7 @@ class Result:
     replayed: bool = False
     keyed: bool = False  # sent with an Idempotency-Key
     at: float = 0.0  # seconds into the run when the answer came
+    content_type: str = ""
 
 
 @dataclass
@@ -134,6 +154,7 @@ async def post(session: aiohttp.ClientSession, soak: Soak, result: Result, paylo
         async with session.post(f"{soak.url}/sms", headers=headers, **kwargs) as response:
             result.status = response.status
             result.replayed = response.headers.get("Idempotent-Replayed") == "true"
+            result.content_type = response.content_type
             answer: dict[str, Any] = await response.json(content_type=None)
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         result.error = type(exc).__name__
@@ -146,7 +167,7 @@ async def post(session: aiohttp.ClientSession, soak: Soak, result: Result, paylo
 
 
 async def sender(soak: Soak, session: aiohttp.ClientSession, until: float) -> None:
-    """One caller: mostly notices, some OTPs, a few repeats and a few bad requests."""
+    """One caller: mostly notices, some OTPs, a few repeats, bad and hostile requests."""
     auth = {"Authorization": f"Bearer {API_KEY}"}
     last: tuple[Result, dict[str, Any], dict[str, str]] | None = None
     while time.monotonic() < until:
@@ -156,14 +177,19 @@ async def sender(soak: Soak, session: aiohttp.ClientSession, until: float) -> No
             status, payload, headers = BAD[what]
             result = Result(f"bad:{what}", soak.phase, expect=status)
             await post(session, soak, result, payload, {**auth, **headers})
-        elif roll < 0.08 and last is not None:  # the same key and body again
+        elif roll < 0.05:
+            what = random.choice(list(BODIES))
+            status, raw = BODIES[what]
+            result = Result(f"hostile:{what}", soak.phase, expect=status)
+            await post(session, soak, result, raw, {**auth, **JSON})
+        elif roll < 0.10 and last is not None:  # the same key and body again
             first, payload, headers = last
             result = Result("replay", soak.phase, replay_of=first)
             await post(session, soak, result, payload, headers)
             if not result.replayed:  # sent anew (the first sent nothing): now it is the first
                 last = (result, payload, headers)
         else:
-            template = "verify_code" if roll < 0.28 else "notice"
+            template = "verify_code" if roll < 0.30 else "notice"
             payload, headers = body(template), dict(auth)
             keyed = random.random() < soak.keyed
             if keyed:
@@ -226,6 +252,8 @@ def check(soak: Soak) -> tuple[list[str], Counter[str]]:
         if r.expect is not None:
             if r.status != r.expect:
                 fail(f"{r.kind} answered {r.status}, not {r.expect}", r)
+            elif r.kind.startswith("hostile:") and r.content_type != PROBLEM:
+                fail(f"{r.kind} answered {r.content_type}, not {PROBLEM}", r)
             continue
         got = accepted(soak, r.id)
         if r.kind == "replay" and r.replay_of is not None:
@@ -316,6 +344,10 @@ def report(soak: Soak, seconds: float, phase_seconds: float, senders: int,
     print("by status: " + ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items())))
     kinds = Counter(r.kind for r in results)
     print("by kind: " + ", ".join(f"{k}: {n}" for k, n in sorted(kinds.items())))
+    for what in BODIES:  # the hostile bodies' answers; checked with the other results
+        got = Counter(r.status for r in results if r.kind == f"hostile:{what}")
+        print(f"hostile {what}: {sum(got.values())} (" + ", ".join(
+            f"{s}: {n}" for s, n in sorted(got.items(), key=str)) + ")")
     print(f"latency (s): p50 {times[len(times) // 2]:.3f}, p99 "
           f"{times[int(len(times) * 0.99)]:.3f}, max {times[-1]:.3f}")
     for name in ("exactly-once checked", "at-least-once checked", "failover duplicates",
@@ -345,10 +377,10 @@ def report(soak: Soak, seconds: float, phase_seconds: float, senders: int,
 # -- running it ------------------------------------------------------------------------------
 
 async def start_gateway(workdir: Path, emulators: dict[str, EmulatorServer],
-                        port: int) -> asyncio.subprocess.Process:
+                        port: int, senders: int) -> asyncio.subprocess.Process:
     log = workdir / "gateway.log"
     (workdir / "config.yaml").write_text(soak_config(
-        log, {kind: server.url for kind, server in emulators.items()}))
+        log, {kind: server.url for kind, server in emulators.items()}, senders))
     aliyun, huawei = EMULATOR_CREDENTIALS["aliyun"], EMULATOR_CREDENTIALS["huawei"]
     env = {**os.environ, "SOAK_API_KEY": API_KEY,
            "ALIYUN_ACCESS_KEY_ID": aliyun["access_key_id"],
@@ -396,20 +428,27 @@ async def run(seconds: float, senders: int, keyed: float, workdir: Path) -> int:
     process: asyncio.subprocess.Process | None = None
     try:
         port = free_port()
-        process = await start_gateway(workdir, emulators, port)
+        process = await start_gateway(workdir, emulators, port, senders)
         soak = Soak(f"http://127.0.0.1:{port}", emulators, keyed)
+        hostile = Hostile("127.0.0.1", port, {"Authorization": f"Bearer {API_KEY}"},
+                          HEADER_TIMEOUT, BODY_TIMEOUT)
         phase_seconds = max(1.5, seconds / len(SCHEDULE))
         started = soak.started = time.monotonic()
         until = started + seconds
         timeout = aiohttp.ClientTimeout(total=15)
-        connector = aiohttp.TCPConnector(limit=senders)
+        # Idle pooled connections are dropped before the gateway's keep-alive (header_timeout)
+        # would close them under a request about to be sent.
+        connector = aiohttp.TCPConnector(limit=senders, keepalive_timeout=HEADER_TIMEOUT / 4)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             await asyncio.gather(
                 chaos(soak, phase_seconds, until), sample_rss(soak, process.pid, started, until),
+                hostile_traffic(hostile, workdir / "config.yaml", started, seconds),
                 *(sender(soak, session, until) for _ in range(senders)))
         for server in emulators.values():
             await server.apply("ok", 0)
         failures = report(soak, time.monotonic() - started, phase_seconds, senders, kept_kib)
+        await final_metrics(hostile)
+        failures += hostile_report(hostile)
         failures += await stop_gateway(process)
         logged = (workdir / "gateway.log").read_text(errors="replace")
         if "Traceback" in logged:

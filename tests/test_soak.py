@@ -1,6 +1,7 @@
 """The soak (``bench/soak.py``) in its short CI form: the same run and checks, for ~25 s.
 
 ``make soak`` runs it for five minutes (SOAK_SECONDS); SOAK_CI_SECONDS sets this test's length.
+The hostile traffic (issue 8) runs in it too: every kind must have been sent at least once.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from bench.soak_hostile import BODIES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,3 +34,10 @@ def test_short_soak_keeps_every_invariant(tmp_path: Path) -> None:
                   if line.startswith(("exactly-once checked", "nothing-sent checked")))
     assert int(counts["exactly-once checked"]) > 100  # the load was real
     assert int(counts["nothing-sent checked"]) > 10  # and so were the faults
+    hostile = {kind: int(count.split(" ", 1)[0]) for kind, count in (
+        line[len("hostile "):].split(": ", 1) for line in run.stdout.splitlines()
+        if line.startswith("hostile "))}
+    kinds = {*BODIES, "aborted", "slow-headers", "slow-body", "idle", "bomb"}
+    assert set(hostile) == kinds, output
+    assert all(hostile[kind] > 0 for kind in kinds), hostile
+    assert '/metrics: sms_requests_total{status="500"} 0,' in run.stdout, output
