@@ -10,11 +10,11 @@ import logging
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.app import Gateway, Reply
 from gateway.keys import gateway_key
 from gateway.openapi import openapi_json
-from gateway.problems import Problem
+from gateway.problems import Problem, json_reply
 from gateway.records import CONFLICT, IdempotencyConflict
+from gateway.service import Gateway, Reply
 from gateway.status import provider_status, ready, recent_sends, status_document
 from gateway.validate import Aborted, parse_send, read_json
 
@@ -23,6 +23,19 @@ log = logging.getLogger(__name__)
 # A stored answer is replayed only when the send's outcome is final; 429/502/503 sent nothing,
 # so a retry with the same key must be free to try again.
 _REPLAYABLE = frozenset({200, 202, 422})
+
+
+def caller(request: web.Request) -> str:
+    """The id of the API key the request offers ("" when auth is off); Problem 401 when wrong."""
+    given = request.headers.get("X-API-Key", "")
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        given = auth[7:].strip()
+    return request.app[gateway_key].caller_id(given)
+
+
+def _response(reply: Reply) -> web.Response:
+    return json_reply(reply.status, reply.body, reply.retry_after)
 
 
 async def send_sms(request: web.Request) -> web.Response:
@@ -50,15 +63,15 @@ async def send_sms(request: web.Request) -> web.Response:
 
 
 async def _send(request: web.Request, gateway: Gateway) -> web.Response:
-    caller = gateway.caller(request)
+    caller_id = caller(request)
     body = await read_json(request)
     snapshot = gateway.runtime.snapshot  # the whole send runs on the config it began with
     key = request.headers.get("Idempotency-Key")
     if key is None:
-        return (await gateway.dispatch(snapshot, parse_send(body, snapshot.config))).response()
+        return _response(await gateway.dispatch(snapshot, parse_send(body, snapshot.config)))
     if not key or len(key) > 255:
         raise Problem(400, "Idempotency-Key must be 1-255 characters", slug="invalid-request")
-    scoped = f"{caller}\0{key}"
+    scoped = f"{caller_id}\0{key}"
     raw = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     try:
         stored = gateway.idempotency.lookup(scoped, raw)  # the very same body: replay it
@@ -72,7 +85,7 @@ async def _send(request: web.Request, gateway: Gateway) -> web.Response:
             raise Problem(409, CONFLICT, slug="idempotency-conflict") from None
         raise  # nothing was sent: the key stays free, as after a 502 or 503
     if stored is not None:
-        response = Reply(*stored).response()
+        response = _response(Reply(*stored))
         response.headers["Idempotent-Replayed"] = "true"
         return response
     try:
@@ -84,13 +97,13 @@ async def _send(request: web.Request, gateway: Gateway) -> web.Response:
         gateway.idempotency.finish(scoped, reply.status, reply.body)
     else:
         gateway.idempotency.forget(scoped)
-    return reply.response()
+    return _response(reply)
 
 
 async def get_sms(request: web.Request) -> web.Response:
     """GET /sms/{id}: the retained record, numbers masked."""
     gateway = request.app[gateway_key]
-    gateway.caller(request)
+    caller(request)
     record = gateway.records.get(request.match_info["id"])
     if record is None:
         raise Problem(404, "no send with this id is retained", slug="not-found")
@@ -123,7 +136,7 @@ async def metrics(request: web.Request) -> web.Response:
 async def admin_breaker(request: web.Request) -> web.Response:
     """POST /admin/providers/{name}/open|close|reset."""
     gateway = request.app[gateway_key]
-    gateway.caller(request)
+    caller(request)
     name, action = request.match_info["name"], request.match_info["action"]
     member = gateway.runtime.member(name)
     if member is None:

@@ -11,10 +11,10 @@ from pathlib import Path
 from aiohttp import web
 from watchfiles import Change, awatch
 
-from gateway.app import Gateway
 from gateway.config import Config, ConfigError
 from gateway.keys import gateway_key
 from gateway.logs import reload_logging
+from gateway.service import Gateway
 
 log = logging.getLogger(__name__)
 
