@@ -59,7 +59,7 @@ async def send_sms(request: web.Request) -> web.Response:
         status = "aborted"  # the caller went away (handler cancellation): nothing was answered
         raise
     finally:
-        gateway.metrics.requests.labels(str(status)).inc()
+        gateway.observer.on_request(status)
 
 
 async def _send(request: web.Request, gateway: Gateway) -> web.Response:

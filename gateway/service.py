@@ -1,7 +1,8 @@
 """The sending service: what handlers reach through ``app[gateway_key]``.
 
-It owns the runtime (the running config and its providers), records, idempotency and metrics,
-and turns a valid request into a :class:`Reply`. It knows nothing of routes or requests: the
+It owns the runtime (the running config and its providers), records and idempotency, reports
+every outcome to its :class:`~gateway.observe.Observer` (which keeps the metrics), and turns a
+valid request into a :class:`Reply`. It knows nothing of routes or requests: the
 factory (:mod:`gateway.app`) wires it, the handlers (:mod:`gateway.handlers`) translate HTTP.
 """
 
@@ -19,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.breaker import State
 from gateway.config import Config
 from gateway.metrics import Metrics
+from gateway.observe import Observer
 from gateway.phones import mask
 from gateway.problems import Problem, problem_body
 from gateway.records import IdempotencyStore, Records, SendRecord
@@ -54,8 +55,8 @@ class Gateway:
         self.clock = clock
         self._runtime: Runtime | None = None
         self._cutoff: asyncio.TimerHandle | None = None
-        self.metrics = Metrics(self._breaker_states)
-        self.router = Router(self._count_attempt, clock=clock)
+        self.observer = Observer(self._breaker_states)
+        self.router = Router(self.observer.on_attempt, clock=clock)
         self.records = Records()
         self.idempotency = IdempotencyStore()
         # One reload at a time: a file change and a SIGHUP together must not apply an older
@@ -69,32 +70,27 @@ class Gateway:
             raise RuntimeError("the gateway is not started")
         return self._runtime
 
+    @property
+    def metrics(self) -> Metrics:
+        """What ``/metrics`` serves: the observer's counts, read-only to everyone else."""
+        return self.observer.metrics
+
     def _breaker_states(self) -> list[tuple[str, str]]:
         return list(self._runtime.breaker_states()) if self._runtime else []
-
-    def _count_attempt(self, provider: str, outcome: str) -> None:
-        self.metrics.attempts.labels(provider, outcome).inc()
-
-    def _count_pool_wait(self, provider: str, seconds: float, granted: bool) -> None:
-        self.metrics.pool_waits.labels(provider).observe(seconds)
-        if not granted:
-            self.metrics.pool_timeouts.labels(provider).inc()
 
     def _pool_wait(self) -> float:
         config = self._runtime.config if self._runtime is not None else self.initial_config
         return config.server.pool_wait
 
-    def _count_transition(self, name: str, _old: State, new: State, _reason: str) -> None:
-        self.metrics.transitions.labels(name, new.value).inc()
-
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """The one ClientSession and the providers built on it, while the app runs."""
         # The pool's size is fixed when the session is made; its wait is read per request.
-        pool = Pool(self.initial_config.server.pool_size, self._pool_wait, self._count_pool_wait)
+        pool = Pool(self.initial_config.server.pool_size, self._pool_wait,
+                    self.observer.on_pool_wait)
         async with pool.session() as session:
             self._runtime = Runtime(self.initial_config, session, clock=self.clock,
-                                    on_transition=self._count_transition)
+                                    on_transition=self.observer.on_transition)
             try:
                 yield
             finally:
@@ -149,7 +145,7 @@ class Gateway:
         record.attempts = [a.as_dict() for a in outcome.attempts]
         refused = _refused(message.to, outcome.refused)
         record.refused = [{"index": i, "to": mask(n), "error": code} for i, n, code in refused]
-        self.metrics.latency.observe(self.clock() - started)
+        self.observer.on_send(self.clock() - started)
         log.info("send %s %s via %s: %s", message.id, message.template,
                  outcome.provider or "-", outcome.state)
         if refused:

@@ -115,3 +115,22 @@ def test_the_graph_sees_every_kind_of_import() -> None:
 
 def test_no_import_cycles() -> None:
     assert cycles(import_graph()) == []
+
+
+COUNTERS = frozenset({"requests", "attempts", "latency", "reloads", "transitions", "pool_waits",
+                      "pool_timeouts"})
+
+
+def test_only_the_observer_counts() -> None:
+    """Every outcome goes through :class:`gateway.observe.Observer`: no other module reaches
+    into the metrics' counters (``….metrics.requests``), so nothing is counted twice or missed."""
+    counted: list[str] = []
+    for module, path in _modules().items():
+        if module in ("gateway.observe", "gateway.metrics"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Attribute) and node.attr in COUNTERS
+                    and isinstance(node.value, ast.Attribute | ast.Name)
+                    and getattr(node.value, "attr", getattr(node.value, "id", "")) == "metrics"):
+                counted.append(f"{module}:{node.lineno}")
+    assert counted == []
