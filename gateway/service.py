@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
 import time
 import uuid
@@ -25,10 +26,10 @@ from gateway.metrics import Metrics
 from gateway.observe import Observer
 from gateway.phones import mask
 from gateway.problems import Problem, problem_body
-from gateway.records import IdempotencyStore, Records, SendRecord
+from gateway.records import CONFLICT, IdempotencyConflict, IdempotencyStore, Records, SendRecord
 from gateway.router import Outcome, Router, Snapshot
 from gateway.runtime import Runtime
-from gateway.validate import SendRequest
+from gateway.validate import SendRequest, parse_send
 from providers.base import Message
 from providers.wire import Pool
 
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A stored answer is replayed only when the send's outcome is final; 429/502/503 sent nothing,
+# so a retry with the same key must be free to try again.
+_REPLAYABLE = frozenset({200, 202, 422})
 _PROBLEM_SLUG = {422: "rejected-by-provider", 429: "recipient-rate-limited",
                  502: "all-providers-failed", 503: "no-provider-available"}
 
@@ -72,7 +76,7 @@ class Gateway:
 
     @property
     def metrics(self) -> Metrics:
-        """What ``/metrics`` serves: the observer's counts, read-only to everyone else."""
+        """What ``/metrics`` serves; only the observer counts (tests/test_imports.py)."""
         return self.observer.metrics
 
     def _breaker_states(self) -> list[tuple[str, str]]:
@@ -132,6 +136,38 @@ class Gateway:
 
     # -- sending -----------------------------------------------------------------------------
 
+    async def send(self, snapshot: Snapshot, body: Any, caller_id: str,
+                   key: str | None) -> Reply:
+        """Validate ``body`` and send it; with an Idempotency-Key (``key``, scoped to the
+        caller), the same body again is answered by replaying the first reply."""
+        if key is None:
+            return await self.dispatch(snapshot, parse_send(body, snapshot.config))
+        scoped = f"{caller_id}\0{key}"
+        raw = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        try:
+            stored = self.idempotency.lookup(scoped, raw)  # the very same body: replay it
+            if stored is None:
+                send = parse_send(body, snapshot.config)
+                stored = self.idempotency.begin(scoped, send.fingerprint(), raw)
+        except IdempotencyConflict as exc:
+            raise Problem(409, exc.reason, slug="idempotency-conflict") from None
+        except Problem:  # the body is invalid
+            if scoped in self.idempotency:  # and the key is taken by another one
+                raise Problem(409, CONFLICT, slug="idempotency-conflict") from None
+            raise  # nothing was sent: the key stays free, as after a 502 or 503
+        if stored is not None:
+            return Reply(*stored, replayed=True)
+        try:
+            reply = await self.dispatch(snapshot, send)
+        except BaseException:
+            self.idempotency.forget(scoped)
+            raise
+        if reply.status in _REPLAYABLE:
+            self.idempotency.finish(scoped, reply.status, reply.body)
+        else:
+            self.idempotency.forget(scoped)
+        return reply
+
     async def dispatch(self, snapshot: Snapshot, send: SendRequest) -> Reply:
         """Route one valid request and turn the outcome into the API's response."""
         started = self.clock()
@@ -162,6 +198,7 @@ class Reply:
     status: int
     body: dict[str, Any]
     retry_after: float | None = None
+    replayed: bool = False  # the answer stored for an Idempotency-Key, given again
 
 
 def _refused(to: tuple[str, ...],
