@@ -1,206 +1,28 @@
-"""The app factory and the :class:`Gateway` that handlers reach through ``app[gateway_key]``."""
+"""The app factory: it wires the sending service, routes, middlewares and background tasks.
+
+Nothing imports this module back: the service (:mod:`gateway.service`) sends, the handlers
+(:mod:`gateway.handlers`) translate HTTP, and both are reached from here only.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import hmac
-import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from gateway.breaker import State
+from gateway import dashboard, handlers, reload
 from gateway.config import MAX_BODY_BYTES, Config
 from gateway.connections import body_deadline
 from gateway.keys import gateway_key
-from gateway.metrics import Metrics
-from gateway.phones import mask
-from gateway.problems import Problem, json_reply, problem_body, problem_middleware
-from gateway.records import IdempotencyStore, Records, SendRecord
-from gateway.router import Outcome, Router, Snapshot
-from gateway.runtime import Runtime
-from gateway.validate import SendRequest
+from gateway.problems import problem_middleware
+from gateway.service import Gateway
 from gateway.websec import guard
-from providers.base import Message
-from providers.wire import Pool
 
 if TYPE_CHECKING:
     from gateway.emulators import EmulatorServer
-
-log = logging.getLogger(__name__)
-
-_PROBLEM_SLUG = {422: "rejected-by-provider", 429: "recipient-rate-limited",
-                 502: "all-providers-failed", 503: "no-provider-available"}
-
-
-class Gateway:
-    """Everything the handlers share; the runtime exists while the app runs."""
-
-    def __init__(self, config: Config, *, config_path: Path | None = None,
-                 loader: Callable[[], Config] | None = None,
-                 emulators: Mapping[str, EmulatorServer] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.initial_config = config
-        self.config_path = config_path
-        self.loader = loader
-        self.emulators = dict(emulators or {})
-        self.clock = clock
-        self._runtime: Runtime | None = None
-        self._cutoff: asyncio.TimerHandle | None = None
-        self.metrics = Metrics(self._breaker_states)
-        self.router = Router(self._count_attempt, clock=clock)
-        self.records = Records()
-        self.idempotency = IdempotencyStore()
-        # One reload at a time: a file change and a SIGHUP together must not apply an older
-        # read of the file after a newer one.
-        self.reload_lock = asyncio.Lock()
-        self.started_at = time.time()
-
-    @property
-    def runtime(self) -> Runtime:
-        if self._runtime is None:
-            raise RuntimeError("the gateway is not started")
-        return self._runtime
-
-    def _breaker_states(self) -> list[tuple[str, str]]:
-        return list(self._runtime.breaker_states()) if self._runtime else []
-
-    def _count_attempt(self, provider: str, outcome: str) -> None:
-        self.metrics.attempts.labels(provider, outcome).inc()
-
-    def _count_pool_wait(self, provider: str, seconds: float, granted: bool) -> None:
-        self.metrics.pool_waits.labels(provider).observe(seconds)
-        if not granted:
-            self.metrics.pool_timeouts.labels(provider).inc()
-
-    def _pool_wait(self) -> float:
-        config = self._runtime.config if self._runtime is not None else self.initial_config
-        return config.server.pool_wait
-
-    def _count_transition(self, name: str, _old: State, new: State, _reason: str) -> None:
-        self.metrics.transitions.labels(name, new.value).inc()
-
-    async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
-        """cleanup_ctx: the one ClientSession and the providers built on it."""
-        # The pool's size is fixed when the session is made; its wait is read per request.
-        pool = Pool(self.initial_config.server.pool_size, self._pool_wait, self._count_pool_wait)
-        async with pool.session() as session:
-            self._runtime = Runtime(self.initial_config, session, clock=self.clock,
-                                    on_transition=self._count_transition)
-            yield
-            if self._cutoff is not None:
-                self._cutoff.cancel()
-            self._runtime = None
-
-    async def on_shutdown(self, app: web.Application) -> None:
-        """The server now waits up to ``shutdown_timeout`` for in-flight sends, then drops their
-        connections: a moment before that, cut them short so every caller gets an answer."""
-        timeout = self.initial_config.server.shutdown_timeout  # the runner's (gateway.cli)
-        loop = asyncio.get_running_loop()
-        self._cutoff = loop.call_later(max(0.0, timeout - min(0.5, timeout / 2)),
-                                       self.router.stop)
-
-    # -- auth --------------------------------------------------------------------------------
-
-    def caller(self, request: web.Request) -> str:
-        """A stable id of the caller's key ("" when auth is off); Problem 401 when it is wrong."""
-        keys = self.runtime.config.server.api_keys
-        if not keys:
-            return ""
-        given = request.headers.get("X-API-Key", "")
-        auth = request.headers.get("Authorization", "")
-        if auth[:7].lower() == "bearer ":
-            given = auth[7:].strip()
-        # aiohttp keeps undecodable header bytes as surrogates: give them back, never a 500
-        offered = given.encode("utf-8", "surrogateescape")
-        matched = b""
-        for key in keys:  # no early exit: constant time over all keys
-            secret = key.reveal().encode()
-            if hmac.compare_digest(offered, secret):
-                matched = secret
-        if not given or not matched:
-            raise Problem(401, "a valid API key is required (Authorization: Bearer KEY)",
-                          slug="unauthorized",
-                          headers={"WWW-Authenticate": 'Bearer realm="sms-gateway"'})
-        # Named by the key itself, not its place in the list: a reload that reorders or
-        # removes keys leaves every caller's Idempotency-Keys where they were.
-        return "key-" + hashlib.sha256(matched).hexdigest()[:16]
-
-    # -- sending -----------------------------------------------------------------------------
-
-    async def dispatch(self, snapshot: Snapshot, send: SendRequest) -> Reply:
-        """Route one valid request and turn the outcome into the API's response."""
-        started = self.clock()
-        message = Message(uuid.uuid4().hex, tuple(n.e164 for n in send.numbers),
-                          send.template.name, send.params)
-        record = SendRecord.start(message.id, message.template, list(message.to))
-        self.records.add(record)
-        outcome = await self.router.send(snapshot, message, send.template, send.countries)
-        record.status, record.http_status = outcome.state, outcome.status
-        record.provider, record.provider_message_id = outcome.provider, outcome.provider_message_id
-        record.attempts = [a.as_dict() for a in outcome.attempts]
-        refused = _refused(message.to, outcome.refused)
-        record.refused = [{"index": i, "to": mask(n), "error": code} for i, n, code in refused]
-        self.metrics.latency.observe(self.clock() - started)
-        log.info("send %s %s via %s: %s", message.id, message.template,
-                 outcome.provider or "-", outcome.state)
-        if refused:
-            log.warning("send %s: %s refused %d of %d recipients: %s", message.id,
-                        outcome.provider, len(refused), len(message.to),
-                        ", ".join(f"{mask(n)} {code}" for _, n, code in refused))
-        return _reply(message, outcome, record.attempts, refused)
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """A send's answer, kept as data so an Idempotency-Key repeat can replay it."""
-
-    status: int
-    body: dict[str, Any]
-    retry_after: float | None = None
-
-    def response(self) -> web.Response:
-        return json_reply(self.status, self.body, self.retry_after)
-
-
-def _refused(to: tuple[str, ...],
-             refused: tuple[tuple[str, str], ...]) -> list[tuple[int, str, str]]:
-    """(index in ``to``, number, code) per refused recipient, matched by digits: a provider may
-    write our ``+8613900099915`` as ``8613900099915``. One it names that we did not send to
-    (it should not) keeps its own spelling, with index -1."""
-    ours = {number.lstrip("+"): index for index, number in enumerate(to)}
-    out = []
-    for number, code in refused:
-        index = ours.get(number.lstrip("+"), -1)
-        out.append((index, to[index] if index >= 0 else number, code))
-    return out
-
-
-def _reply(message: Message, outcome: Outcome, attempts: list[dict[str, Any]],
-           refused: list[tuple[int, str, str]]) -> Reply:
-    if outcome.status in (200, 202):
-        return Reply(outcome.status, {
-            "id": message.id, "status": outcome.state, "provider": outcome.provider,
-            "provider_message_id": outcome.provider_message_id, "to": list(message.to),
-            "attempts": attempts, "message": "send",
-            # only when a provider sent the batch to some recipients and refused the others
-            **({"refused": [{"to": n, "error": code} for _, n, code in refused]}
-               if refused else {}),
-        })
-    detail = outcome.reason
-    if outcome.status == 422:
-        detail = f"{outcome.provider} rejected the message as the caller's fault: {detail}"
-    elif outcome.status == 429:
-        detail = f"{outcome.provider} limits messages to this recipient: {detail}"
-    body = problem_body(outcome.status, detail, _PROBLEM_SLUG.get(outcome.status),
-                        id=message.id, attempts=attempts)
-    return Reply(outcome.status, body, outcome.retry_after)
 
 
 def create_app(
@@ -213,27 +35,35 @@ def create_app(
     watch: bool = False,
 ) -> web.Application:
     """Build the app; nothing starts until it runs (session, providers, config watcher)."""
-    from gateway import dashboard, handlers, reload
-
     if config_path is not None:
         config_path = config_path.resolve()  # the watcher matches changes by this path
     gateway = Gateway(config, config_path=config_path, loader=loader, emulators=emulators,
                       clock=clock)
-    app = web.Application(middlewares=[problem_middleware, guard(gateway.caller),
+    app = web.Application(middlewares=[problem_middleware, guard(handlers.caller),
                                        body_deadline],
                           client_max_size=MAX_BODY_BYTES)
     app[gateway_key] = gateway
-    app.cleanup_ctx.append(gateway.lifecycle)
-    app.on_shutdown.append(gateway.on_shutdown)
+    app.cleanup_ctx.append(_running)
+    app.on_shutdown.append(_shutting_down)
     handlers.setup_routes(app)
     dashboard.setup(app)
     if gateway.emulators:
-        from gateway.emulators import control_routes
+        from gateway.emulators import control_routes  # only an emulated gateway loads them
 
         app.add_routes(control_routes(gateway.emulators))
     if watch and config_path is not None and loader is not None:
         app.cleanup_ctx.append(reload.watcher)
     return app
+
+
+async def _running(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: the service's session and providers live as long as the app runs."""
+    async with app[gateway_key].running():
+        yield
+
+
+async def _shutting_down(app: web.Application) -> None:
+    app[gateway_key].shutting_down()
 
 
 def create_app_by_config(config: Config) -> web.Application:

@@ -3,26 +3,34 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.app import Gateway, Reply
 from gateway.keys import gateway_key
 from gateway.openapi import openapi_json
-from gateway.problems import Problem
-from gateway.records import CONFLICT, IdempotencyConflict
+from gateway.problems import Problem, json_reply
+from gateway.service import Gateway, Reply
 from gateway.status import provider_status, ready, recent_sends, status_document
-from gateway.validate import Aborted, parse_send, read_json
+from gateway.validate import Aborted, read_json
 
 log = logging.getLogger(__name__)
 
-# A stored answer is replayed only when the send's outcome is final; 429/502/503 sent nothing,
-# so a retry with the same key must be free to try again.
-_REPLAYABLE = frozenset({200, 202, 422})
+def caller(request: web.Request) -> str:
+    """The id of the API key the request offers ("" when auth is off); Problem 401 when wrong."""
+    given = request.headers.get("X-API-Key", "")
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        given = auth[7:].strip()
+    return request.app[gateway_key].caller_id(given)
+
+
+def _response(reply: Reply) -> web.Response:
+    response = json_reply(reply.status, reply.body, reply.retry_after)
+    if reply.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 async def send_sms(request: web.Request) -> web.Response:
@@ -46,51 +54,23 @@ async def send_sms(request: web.Request) -> web.Response:
         status = "aborted"  # the caller went away (handler cancellation): nothing was answered
         raise
     finally:
-        gateway.metrics.requests.labels(str(status)).inc()
+        gateway.observer.on_request(status)
 
 
 async def _send(request: web.Request, gateway: Gateway) -> web.Response:
-    caller = gateway.caller(request)
+    caller_id = caller(request)
     body = await read_json(request)
     snapshot = gateway.runtime.snapshot  # the whole send runs on the config it began with
     key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return (await gateway.dispatch(snapshot, parse_send(body, snapshot.config))).response()
-    if not key or len(key) > 255:
+    if key is not None and (not key or len(key) > 255):
         raise Problem(400, "Idempotency-Key must be 1-255 characters", slug="invalid-request")
-    scoped = f"{caller}\0{key}"
-    raw = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-    try:
-        stored = gateway.idempotency.lookup(scoped, raw)  # the very same body: replay it
-        if stored is None:
-            send = parse_send(body, snapshot.config)
-            stored = gateway.idempotency.begin(scoped, send.fingerprint(), raw)
-    except IdempotencyConflict as exc:
-        raise Problem(409, exc.reason, slug="idempotency-conflict") from None
-    except Problem:  # the body is invalid
-        if scoped in gateway.idempotency:  # and the key is taken by another one
-            raise Problem(409, CONFLICT, slug="idempotency-conflict") from None
-        raise  # nothing was sent: the key stays free, as after a 502 or 503
-    if stored is not None:
-        response = Reply(*stored).response()
-        response.headers["Idempotent-Replayed"] = "true"
-        return response
-    try:
-        reply = await gateway.dispatch(snapshot, send)
-    except BaseException:
-        gateway.idempotency.forget(scoped)
-        raise
-    if reply.status in _REPLAYABLE:
-        gateway.idempotency.finish(scoped, reply.status, reply.body)
-    else:
-        gateway.idempotency.forget(scoped)
-    return reply.response()
+    return _response(await gateway.send(snapshot, body, caller_id, key))
 
 
 async def get_sms(request: web.Request) -> web.Response:
     """GET /sms/{id}: the retained record, numbers masked."""
     gateway = request.app[gateway_key]
-    gateway.caller(request)
+    caller(request)
     record = gateway.records.get(request.match_info["id"])
     if record is None:
         raise Problem(404, "no send with this id is retained", slug="not-found")
@@ -123,7 +103,7 @@ async def metrics(request: web.Request) -> web.Response:
 async def admin_breaker(request: web.Request) -> web.Response:
     """POST /admin/providers/{name}/open|close|reset."""
     gateway = request.app[gateway_key]
-    gateway.caller(request)
+    caller(request)
     name, action = request.match_info["name"], request.match_info["action"]
     member = gateway.runtime.member(name)
     if member is None:

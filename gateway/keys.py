@@ -7,6 +7,6 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.service import Gateway
 
 gateway_key: web.AppKey[Gateway] = web.AppKey("gateway")

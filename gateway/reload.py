@@ -11,10 +11,10 @@ from pathlib import Path
 from aiohttp import web
 from watchfiles import Change, awatch
 
-from gateway.app import Gateway
 from gateway.config import Config, ConfigError
 from gateway.keys import gateway_key
 from gateway.logs import reload_logging
+from gateway.service import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +39,12 @@ async def _reload(gateway: Gateway, loader: Callable[[], Config]) -> bool:
     except Exception as exc:  # also a custom provider whose constructor raises: never fatal
         why = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
         runtime.reject(why)
-        gateway.metrics.reloads.labels("rejected").inc()
+        gateway.observer.on_reload("rejected")
         log.error("config reload rejected; still running generation %d:\n%s",
                   runtime.reload.generation, why)
         return False
     await asyncio.to_thread(apply_logging)  # drains queued lines into the old outputs first
-    gateway.metrics.reloads.labels("applied").inc()
+    gateway.observer.on_reload("applied")
     log.info("config reloaded from %s (generation %d)", config.source, runtime.reload.generation)
     later = [f"server.{key}" for key in AT_START
              if getattr(before, key) != getattr(config.server, key)]

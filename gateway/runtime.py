@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from gateway.breaker import CircuitBreaker, State
+from gateway.breaker import CircuitBreaker, Transition
 from gateway.config import Config
 from gateway.router import Member, Snapshot
 from gateway.stats import ProviderStats
@@ -37,7 +37,7 @@ class Runtime:
         session: aiohttp.ClientSession,
         *,
         clock: Callable[[], float] = time.monotonic,
-        on_transition: Callable[[str, State, State, str], None] | None = None,
+        on_transition: Transition | None = None,  # every breaker's moves (the observer's)
     ) -> None:
         self._session = session
         self._clock = clock
@@ -58,7 +58,7 @@ class Runtime:
             if breaker is None:
                 breaker = self._breakers[name] = CircuitBreaker(
                     name, provider_config.breaker, clock=self._clock,
-                    on_transition=self._transition)
+                    on_transition=self._on_transition)
             else:
                 breaker.update(provider_config.breaker)
             stats = self._stats.setdefault(name, ProviderStats())
@@ -70,11 +70,6 @@ class Runtime:
             del self._breakers[gone]
             self._stats.pop(gone, None)
         return Snapshot(config, tuple(members))
-
-    def _transition(self, name: str, old: State, new: State, reason: str) -> None:
-        log.info("breaker %s: %s -> %s (%s)", name, old.value, new.value, reason)
-        if self._on_transition is not None:
-            self._on_transition(name, old, new, reason)
 
     @property
     def config(self) -> Config:

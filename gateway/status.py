@@ -6,8 +6,8 @@ import time
 from typing import Any
 
 from gateway import __version__
-from gateway.app import Gateway
 from gateway.router import Member
+from gateway.service import Gateway
 
 EMULATED_NOTICE = "emulated: nothing is delivered"
 

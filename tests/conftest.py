@@ -13,10 +13,11 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
 from bench.configs import gateway_config, provider
-from gateway.app import Gateway, create_app
+from gateway.app import create_app
 from gateway.cli import emulated_loader
 from gateway.emulators import EmulatorServer, start_emulators
 from gateway.keys import gateway_key
+from gateway.service import Gateway
 
 
 # Small timeouts and thresholds keep fault tests fast; everything else as shipped. Endpoints

@@ -22,7 +22,7 @@ SLOW_MS = 2000
 CONFIG = TEST_CONFIG.replace("timeout: 500ms", "timeout: 5s").replace("deadline: 3s",
                                                                       "deadline: 10s")
 OPEN_FOR = 30.0  # breaker.open_for in the test config; jitter adds up to 20 %
-TRANSITIONS = "gateway.runtime"
+TRANSITIONS = "gateway.observe"
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import NUMBER, TEST_CONFIG, Harness, MakeGateway
-from gateway.app import _refused
+from gateway.service import _refused
 
 
 @pytest.mark.parametrize(("mode", "aliyun_outcome", "breaker_after_one"), [

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-import gateway.app
 import gateway.logs
+import gateway.service
 from conftest import TEST_CONFIG, Harness, MakeGateway
 from gateway.config import LoggingConfig, parse_config
 from gateway.emulators import EMULATOR_CREDENTIALS, EMULATOR_OPTIONS
@@ -125,7 +125,7 @@ async def test_every_api_key_is_compared_whatever_matches(
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(gateway.app, "hmac", SimpleNamespace(compare_digest=counting))
+    monkeypatch.setattr(gateway.service, "hmac", SimpleNamespace(compare_digest=counting))
     response = await gw.send(headers={"X-API-Key": given} if given else {})
     assert response.status == (200 if given.endswith("-key") and given != "wrong-key" else 401)
     assert [b for _, b in calls] == [b"first-key", b"second-key", b"third-key"]

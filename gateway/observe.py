@@ -1,0 +1,50 @@
+"""The after-send step: every outcome the gateway produces is reported to one :class:`Observer`.
+
+Answered requests, provider attempts, pool waits, breaker transitions and config reloads all
+pass through here, so the metrics (and the one log line a transition earns) have a single home
+instead of being counted wherever the outcome happened to be known.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+from gateway.breaker import State
+from gateway.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class Observer:
+    """Hears every outcome; ``read_breakers`` yields (provider, state) pairs at scrape time."""
+
+    def __init__(self, read_breakers: Callable[[], Iterable[tuple[str, str]]]) -> None:
+        self.metrics = Metrics(read_breakers)
+
+    def on_request(self, status: int | str) -> None:
+        """A send request was answered with ``status`` (or ``"aborted"``: nobody to answer)."""
+        self.metrics.requests.labels(str(status)).inc()
+
+    def on_send(self, seconds: float) -> None:
+        """A valid send was routed to its outcome in ``seconds``, failovers included."""
+        self.metrics.latency.observe(seconds)
+
+    def on_attempt(self, provider: str, outcome: str) -> None:
+        """One provider attempt ended: ``outcome`` as the router names it, or ``not_sent``."""
+        self.metrics.attempts.labels(provider, outcome).inc()
+
+    def on_pool_wait(self, provider: str, seconds: float, granted: bool) -> None:
+        """A send queued ``seconds`` for a pooled connection; not ``granted``: it gave up."""
+        self.metrics.pool_waits.labels(provider).observe(seconds)
+        if not granted:
+            self.metrics.pool_timeouts.labels(provider).inc()
+
+    def on_transition(self, name: str, old: State, new: State, reason: str) -> None:
+        """A provider's breaker moved; the one place that logs and counts it."""
+        log.info("breaker %s: %s -> %s (%s)", name, old.value, new.value, reason)
+        self.metrics.transitions.labels(name, new.value).inc()
+
+    def on_reload(self, result: str) -> None:
+        """A config reload was ``applied`` or ``rejected``."""
+        self.metrics.reloads.labels(result).inc()
