@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import phonenumbers
-
 from gateway.endpoints import endpoint_problem
+from gateway.models_sections import LEVELS, Breaker, Defaults, Logging, Server, Template
 from gateway.schema import Checker, ConfigError, ConfigProblem
 from gateway.yamlsrc import (
     Node,
@@ -27,13 +26,22 @@ from providers import resolve_provider_class
 from providers.base import Provider, ProviderSettings, Secret
 
 __all__ = [
-    "BreakerSettings", "Config", "ConfigError", "ConfigProblem", "Emulation", "LoggingConfig",
-    "ProviderConfig", "RouteConfig", "ServerConfig", "TemplateConfig", "load_config",
+    "LEVELS",
+    "BreakerSettings",
+    "Config",
+    "ConfigError",
+    "ConfigProblem",
+    "Emulation",
+    "LoggingConfig",
+    "ProviderConfig",
+    "RouteConfig",
+    "ServerConfig",
+    "TemplateConfig",
+    "load_config",
     "parse_config",
 ]
 
 MAX_BODY_BYTES = 64 * 1024
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,16 +229,11 @@ def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None,
     check.keys(raw, "", _TOP)
     server = _server(check, check.mapping(raw, "server"))
     logging_ = _logging(check, check.mapping(raw, "logging"), base)
-    defaults = check.mapping(raw, "defaults")
-    check.keys(defaults, "defaults", ("region", "timeout", "deadline", "breaker"))
-    breaker = _breaker(check, check.mapping(defaults, "breaker", "defaults"), "defaults.breaker",
-                       BreakerSettings())
-    region = check.string(defaults, "region", "defaults", "CN").upper()
-    if region not in phonenumbers.SUPPORTED_REGIONS:
-        check.problem(defaults.line_of("region"), "defaults.region",
-                      f"unknown region {shown(region)}; use an ISO 3166 code such as CN or US")
-    timeout = check.duration(defaults, "timeout", "defaults", 5.0, positive=True)
-    deadline = check.duration(defaults, "deadline", "defaults", 15.0, positive=True)
+    node = check.mapping(raw, "defaults")
+    defaults = check.section(node, "defaults", Defaults)
+    breaker = _breaker(check, check.mapping(node, "breaker", "defaults"), "defaults.breaker",
+                       BreakerSettings(), defaults.breaker)
+    region, timeout, deadline = defaults.region, defaults.timeout, defaults.deadline
     templates = _templates(check, check.mapping(raw, "templates"))
     providers = _providers(check, raw, templates, breaker, timeout, emulation)
     routes = _routes(check, raw, providers, templates)
@@ -246,8 +249,7 @@ def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None,
 
 
 def _server(check: Checker, node: Node) -> ServerConfig:
-    check.keys(node, "server", ("api_keys", "max_recipients", "shutdown_timeout", "pool_size",
-                                "pool_wait", "header_timeout", "body_timeout", "max_connections"))
+    read = check.section(node, "server", Server)
     keys = [Secret(k) for k in check.string_list(node, "api_keys", "server", secret=True,
                                                       unset_ok=True) if k]
     written = node.get("api_keys")
@@ -257,52 +259,24 @@ def _server(check: Checker, node: Node) -> ServerConfig:
             check.problem(node.line_of("api_keys"), "server.api_keys",
                           f"environment variable(s) not set: {', '.join(unset)} "
                           f"(write ${{{unset[0]}:-}} to run without auth when it is unset)")
-    return ServerConfig(
-        api_keys=tuple(keys),
-        max_recipients=check.integer(node, "max_recipients", "server", 100, minimum=1),
-        shutdown_timeout=check.duration(node, "shutdown_timeout", "server", 10.0),
-        pool_size=check.integer(node, "pool_size", "server", 200, minimum=1),
-        pool_wait=check.duration(node, "pool_wait", "server", 1.0, positive=True),
-        header_timeout=check.duration(node, "header_timeout", "server", 10.0, positive=True),
-        body_timeout=check.duration(node, "body_timeout", "server", 30.0, positive=True),
-        max_connections=check.integer(node, "max_connections", "server", 1000, minimum=1),
-    )
+    return ServerConfig(api_keys=tuple(keys), **read.model_dump(exclude={"api_keys"}))
 
 
 def _logging(check: Checker, node: Node, base: Path) -> LoggingConfig:
-    check.keys(node, "logging", ("level", "file", "max_bytes", "backups"))
-    level = check.string(node, "level", "logging", "INFO").upper()
-    if level not in LEVELS:
-        check.problem(node.line_of("level"), "logging.level",
-                      "must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
-    file: str | None = "logs/gateway.log"
-    if "file" in node:
-        file = None if node["file"] in (None, "") else check.string(node, "file", "logging")
+    read = check.section(node, "logging", Logging)
+    file = None if "file" in node and node["file"] in (None, "") else read.file
     return LoggingConfig(
-        level=level, file=str(base / file) if file else None,  # absolute stays absolute
-        max_bytes=check.integer(node, "max_bytes", "logging", 5_000_000, minimum=1024),
-        backups=check.integer(node, "backups", "logging", 5, minimum=0),
+        level=read.level, file=str(base / file) if file else None,  # absolute stays absolute
+        max_bytes=read.max_bytes, backups=read.backups,
     )
 
 
-_BREAKER_INT = ("consecutive_failures", "minimum_calls", "half_open_probes")
-_BREAKER_DURATION = ("window", "open_for", "max_open_for")
-
-
-def _breaker(check: Checker, node: Node, path: str, base: BreakerSettings) -> BreakerSettings:
-    check.keys(node, path, (*_BREAKER_INT, "failure_rate", *_BREAKER_DURATION))
-    values: dict[str, Any] = {}
-    for key in _BREAKER_INT:
-        values[key] = check.integer(node, key, path, getattr(base, key), minimum=1)
-    for key in _BREAKER_DURATION:
-        values[key] = check.duration(node, key, path, getattr(base, key), positive=True)
-    # Values inherited from defaults.breaker were checked there: report only what is written here.
-    rate = check.number(node, "failure_rate", path, base.failure_rate)
-    if "failure_rate" in node and not 0 < rate <= 1:
-        check.problem(node.line_of("failure_rate"), f"{path}.failure_rate",
-                      "must be above 0 and at most 1")
-    values["failure_rate"] = rate
-    settings = BreakerSettings(**values)
+def _breaker(check: Checker, node: Node, path: str, base: BreakerSettings,
+             written: Breaker | None = None) -> BreakerSettings:
+    """``base`` with what ``node`` writes (inherited values were checked where written)."""
+    if written is None:
+        written = check.section(node, path, Breaker)
+    settings = replace(base, **written.model_dump(exclude_none=True))
     if ("open_for" in node or "max_open_for" in node) \
             and settings.max_open_for < settings.open_for:
         check.problem(node.line_of("max_open_for"), f"{path}.max_open_for",
@@ -314,17 +288,8 @@ def _templates(check: Checker, node: Node) -> dict[str, TemplateConfig]:
     out: dict[str, TemplateConfig] = {}
     for name, body in node.items():
         path = f"templates.{name}"
-        spec = check.as_mapping(body, node.line_of(name), path)
-        check.keys(spec, path, ("params", "on_unknown"))
-        params = check.string_list(spec, "params", path)
-        if len(set(params)) != len(params):
-            check.problem(spec.line_of("params"), f"{path}.params", "params must be unique")
-        on_unknown = check.string(spec, "on_unknown", path, "stop")
-        if on_unknown not in ("stop", "failover"):
-            check.problem(spec.line_of("on_unknown"), f"{path}.on_unknown",
-                          "must be 'stop' or 'failover'")
-            on_unknown = "stop"
-        out[name] = TemplateConfig(name, tuple(params), on_unknown)  # type: ignore[arg-type]
+        read = check.section(check.as_mapping(body, node.line_of(name), path), path, Template)
+        out[name] = TemplateConfig(name, read.params, read.on_unknown)
     return out
 
 
