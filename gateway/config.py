@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway.endpoints import endpoint_problem
-from gateway.models_sections import LEVELS, Breaker, Defaults, Logging, Server, Template
+from gateway.models_sections import LEVELS, Breaker, Defaults, Logging, Route, Server, Template
 from gateway.schema import Checker, ConfigError, ConfigProblem
 from gateway.yamlsrc import (
     Node,
@@ -426,12 +426,10 @@ def _routes(
     for index, (item, line) in enumerate(zip(items, items.item_lines, strict=True)):
         path = f"routes[{index}]"
         spec = check.as_mapping(item, line, path)
-        check.keys(spec, path, ("match", "providers"))
-        match = check.mapping(spec, "match", path)
-        check.keys(match, f"{path}.match", ("template", "country"))
-        patterns = tuple(check.string_list(match, "template", f"{path}.match"))
-        countries = tuple(c.upper() for c in check.string_list(match, "country", f"{path}.match"))
-        names = tuple(check.string_list(spec, "providers", path))
+        read = check.section(spec, path, Route)
+        patterns = read.match.template if read.match else ()
+        countries = tuple(c.upper() for c in read.match.country) if read.match else ()
+        names = read.providers
         if not names:
             check.problem(spec.line_of("providers"), f"{path}.providers",
                           "a route needs at least one provider")

@@ -18,12 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from gateway.models_sections import (
     STRING,
-    TEXTS,
     Breaker,
     Count0,
     Defaults,
     Logging,
     Positive,
+    Route,
     Section,
     Server,
     Template,
@@ -34,7 +34,6 @@ from gateway.models_sections import (
 from providers import REGISTRY
 
 # Only for the schema: the checker reads providers and routes itself (gateway/config.py).
-Texts = Annotated[Any, TEXTS]
 Flag = Annotated[Any, written({"type": "boolean"}, {
     "type": "string", "pattern": case_free("true", "false", "yes", "no", "1", "0")})]
 Weight = Annotated[Any, written({"type": "number", "minimum": 0})]
@@ -75,15 +74,6 @@ def _typed(name: str) -> Any:
     fields: dict[str, Any] = {"type": (Literal[name], ...),
                               "credentials": (creds | None, None), **options}
     return create_model(f"{name} provider", __base__=_Provider, **fields)
-
-
-class Route(Section):
-    class Match(Section):
-        template: Texts = Field(None, description="glob patterns (marketing_*)")
-        country: Texts = Field(None, description="ISO 3166 codes")
-
-    match: Match | None = None
-    providers: Texts = Field(description="provider names, tried in this order")
 
 
 def config_model() -> type[BaseModel]:

@@ -159,6 +159,7 @@ Level = Annotated[str, BeforeValidator(_level),
 Region = Annotated[str, BeforeValidator(_region), written(
     {"type": "string", "pattern": "^[A-Za-z]{2}$"},
     description="ISO 3166 code for numbers without + (CN)")]
+Names = Annotated[tuple[str, ...], BeforeValidator(lambda v: tuple(_texts(v))), TEXTS]
 Params = Annotated[tuple[str, ...], BeforeValidator(_params), TEXTS]
 OnUnknown = Annotated[Literal["stop", "failover"], BeforeValidator(_on_unknown),
                       written({"enum": ["stop", "failover"]})]
@@ -211,3 +212,13 @@ class Defaults(Section):
 class Template(Section):
     params: Params = Field((), description="ordered, unique")
     on_unknown: OnUnknown = "stop"
+
+
+class Match(Section):
+    template: Names = Field((), description="glob patterns (marketing_*); none: every template")
+    country: Names = Field((), description="ISO 3166 codes; none: every country")
+
+
+class Route(Section):
+    match: Match | None = None
+    providers: Names = Field((), description="provider names, tried in this order")

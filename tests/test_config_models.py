@@ -77,3 +77,17 @@ def test_the_published_schema_is_made_from_the_same_models() -> None:
         own = {k: v for k, v in model.model_json_schema().items() if k != "$defs"}
         assert published[model.__name__] == own
         assert own["additionalProperties"] is False
+
+
+def test_routes_are_read_through_their_model() -> None:
+    text = ("templates:\n  verify_code: {params: [code]}\nproviders:\n"
+            "  - {name: box, type: sandbox}\nroutes:\n"
+            "  - match: {template: 5, colour: red}\n    providers: box\n"
+            "  - {match: {template: 'verify_*', country: [cn]}, providers: [box]}\n")
+    assert problems(text, {}) == [
+        "c.yaml:6: routes[0].match.colour: unknown key; expected one of: template, country",
+        "c.yaml:6: routes[0].match.template: must be a list of strings",
+    ]
+    good = parse_config(text.replace("template: 5, colour: red", "country: US"))
+    assert [(r.providers, r.templates, r.countries) for r in good.routes] == [
+        (("box",), (), ("US",)), (("box",), ("verify_*",), ("CN",))]
