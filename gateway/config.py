@@ -26,19 +26,9 @@ from providers import resolve_provider_class
 from providers.base import Provider, ProviderSettings, Secret
 
 __all__ = [
-    "LEVELS",
-    "BreakerSettings",
-    "Config",
-    "ConfigError",
-    "ConfigProblem",
-    "Emulation",
-    "LoggingConfig",
-    "ProviderConfig",
-    "RouteConfig",
-    "ServerConfig",
-    "TemplateConfig",
-    "load_config",
-    "parse_config",
+    "LEVELS", "BreakerSettings", "Config", "ConfigError", "ConfigProblem", "Emulation",
+    "LoggingConfig", "ProviderConfig", "RouteConfig", "ServerConfig", "TemplateConfig",
+    "load_config", "parse_config",
 ]
 
 MAX_BODY_BYTES = 64 * 1024
@@ -231,8 +221,9 @@ def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None,
     logging_ = _logging(check, check.mapping(raw, "logging"), base)
     node = check.mapping(raw, "defaults")
     defaults = check.section(node, "defaults", Defaults)
-    breaker = _breaker(check, check.mapping(node, "breaker", "defaults"), "defaults.breaker",
-                       BreakerSettings(), defaults.breaker)
+    written = node.get("breaker")  # a wrong one was reported by the section, with its line
+    breaker = _breaker(check, written if isinstance(written, Node) else _empty_node(),
+                       "defaults.breaker", BreakerSettings(), defaults.breaker)
     region, timeout, deadline = defaults.region, defaults.timeout, defaults.deadline
     templates = _templates(check, check.mapping(raw, "templates"))
     providers = _providers(check, raw, templates, breaker, timeout, emulation)

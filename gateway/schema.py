@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from gateway.models_sections import RAW, Section
-from gateway.yamlsrc import Node, Seq, parse_duration, shown, substitute
+from gateway.models_sections import kind as _kind
+from gateway.yamlsrc import Node, parse_duration, shown, substitute
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -258,13 +259,3 @@ def _section_in(annotation: Any) -> type[BaseModel] | None:
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, Node | dict):
-        return "a mapping"
-    if isinstance(value, Seq | list):
-        return "a list"
-    if isinstance(value, bool):
-        return "a boolean"
-    return type(value).__name__

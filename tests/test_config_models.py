@@ -91,3 +91,10 @@ def test_routes_are_read_through_their_model() -> None:
     good = parse_config(text.replace("template: 5, colour: red", "country: US"))
     assert [(r.providers, r.templates, r.countries) for r in good.routes] == [
         (("box",), (), ("US",)), (("box",), ("verify_*",), ("CN",))]
+
+
+def test_a_section_that_is_not_a_mapping_is_reported_once() -> None:
+    text = ("templates:\n  verify_code: {params: [code]}\nproviders:\n"
+            "  - {name: box, type: sandbox, breaker: 5}\ndefaults:\n  breaker: 5\n")
+    assert problems(text, {}) == ["c.yaml:6: defaults.breaker: must be a mapping, not int",
+                                  "c.yaml:4: providers.box.breaker: must be a mapping, not int"]
