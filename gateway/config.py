@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import create_model
 
 from gateway.endpoints import endpoint_problem
-from gateway.models_sections import LEVELS, Breaker, Defaults, Logging, Route, Server, Template
+from gateway.models_sections import (
+    LEVELS,
+    RAW,
+    Breaker,
+    Defaults,
+    Logging,
+    ProviderEntry,
+    Route,
+    Server,
+    Template,
+)
 from gateway.schema import Checker, ConfigError, ConfigProblem
 from gateway.yamlsrc import (
     Node,
@@ -221,9 +234,8 @@ def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None,
     logging_ = _logging(check, check.mapping(raw, "logging"), base)
     node = check.mapping(raw, "defaults")
     defaults = check.section(node, "defaults", Defaults)
-    written = node.get("breaker")  # a wrong one was reported by the section, with its line
-    breaker = _breaker(check, written if isinstance(written, Node) else _empty_node(),
-                       "defaults.breaker", BreakerSettings(), defaults.breaker)
+    breaker = _breaker(check, _mapping_in(node, "breaker"), "defaults.breaker",
+                       BreakerSettings(), defaults.breaker)
     region, timeout, deadline = defaults.region, defaults.timeout, defaults.deadline
     templates = _templates(check, check.mapping(raw, "templates"))
     providers = _providers(check, raw, templates, breaker, timeout, emulation)
@@ -284,8 +296,18 @@ def _templates(check: Checker, node: Node) -> dict[str, TemplateConfig]:
     return out
 
 
-_PROVIDER_COMMON = ("name", "type", "priority", "weight", "enabled", "timeout", "endpoint",
-                    "breaker", "credentials", "templates")
+@functools.cache
+def entry_model(cls: type[Provider]) -> type[ProviderEntry]:
+    """ProviderEntry with ``cls``'s options (read by the builder: they may be structured)."""
+    options: dict[str, Any] = {key: (Annotated[Any, RAW], None)
+                               for key in (*cls.required_options, *cls.optional_options)}
+    return create_model(f"{cls.__name__} entry", __base__=ProviderEntry, **options)
+
+
+def _mapping_in(node: Node, key: str) -> Node:
+    """``node[key]`` if it is a mapping; a wrong one was reported by its section already."""
+    value = node.get(key)
+    return value if isinstance(value, Node) else _empty_node()
 
 
 def _providers(
@@ -331,9 +353,9 @@ def _provider(
     except Exception as exc:  # importing a user's module can raise anything (":X": ValueError)
         check.problem(spec.line_of("type"), f"{path}.type", str(exc) or type(exc).__name__)
         return None
-    check.keys(spec, path, (*_PROVIDER_COMMON, *cls.required_options, *cls.optional_options))
+    read = check.section(spec, path, entry_model(cls))
     fills = _emulated(emulation, type_)
-    enabled = check.boolean(spec, "enabled", path, True)  # a disabled example may lack secrets
+    enabled = read.enabled  # a disabled example may lack secrets
     creds = check.mapping(spec, "credentials", path)
     check.keys(creds, f"{path}.credentials", cls.credential_keys)
     credentials: dict[str, Secret] = {}
@@ -376,11 +398,10 @@ def _provider(
         check.problem(spec.line_of(key.partition(".")[0]), f"{path}.{key}", message)
     return ProviderConfig(
         settings=settings, cls=cls,
-        priority=check.integer(spec, "priority", path, 1, minimum=0),
-        weight=check.number(spec, "weight", path, 1.0, minimum=0.0),
-        enabled=enabled,
-        timeout=check.duration(spec, "timeout", path, timeout, positive=True),
-        breaker=_breaker(check, check.mapping(spec, "breaker", path), f"{path}.breaker", breaker),
+        priority=read.priority, weight=read.weight, enabled=enabled,
+        timeout=timeout if read.timeout is None else read.timeout,
+        breaker=_breaker(check, _mapping_in(spec, "breaker"), f"{path}.breaker", breaker,
+                         read.breaker),
     )
 
 

@@ -1,8 +1,9 @@
 """``config.yaml`` as pydantic models, for its published JSON Schema (``sms-gateway schema``).
 
-The sections with plain values are the very models the checker validates them with
-(gateway/models_sections.py); providers and routes, which the checker reads itself (their keys
-depend on a provider's type), are described here key for key. An editor with the schema
+Every section is the very model the checker validates it with (gateway/models_sections.py);
+what the checker reads itself in a provider entry (its name, credentials, template ids and its
+type's options, which depend on the type and on --emulate) is described here key for key, one
+model per built-in type. An editor with the schema
 (yaml-language-server reads the ``$schema`` line at the top of config.yaml) flags an unknown key
 or a wrong type as it is typed. They describe the file as written: any value may be a
 ``${VAR}`` or ``${VAR:-default}`` reference, which the gateway substitutes at load. What needs
@@ -18,37 +19,27 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from gateway.models_sections import (
     STRING,
-    Breaker,
-    Count0,
     Defaults,
     Logging,
-    Positive,
+    ProviderEntry,
     Route,
     Section,
     Server,
     Template,
     Text,
-    case_free,
     written,
 )
 from providers import REGISTRY
 
-# Only for the schema: the checker reads providers and routes itself (gateway/config.py).
-Flag = Annotated[Any, written({"type": "boolean"}, {
-    "type": "string", "pattern": case_free("true", "false", "yes", "no", "1", "0")})]
-Weight = Annotated[Any, written({"type": "number", "minimum": 0})]
 Option = Annotated[Any, written(*STRING)]
 Structured = Annotated[Any, written({"type": "object"}, {"type": "array"}, *STRING)]
 
 
-class _Provider(Section):
+class _Provider(ProviderEntry):
+    """The keys the builder reads itself, as they may be written."""
+
     name: Text
-    priority: Count0 | None = Field(None, description="1 is tried first")
-    weight: Weight = None
-    enabled: Flag = None
-    timeout: Positive | None = None
     endpoint: Text | None = None
-    breaker: Breaker | None = None
     templates: dict[str, Text] | None = Field(
         None, description="logical template name -> the provider's template id or text")
 

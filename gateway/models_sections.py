@@ -94,6 +94,29 @@ def _rate(value: Any) -> float:
     return number
 
 
+def _weight(value: Any) -> float:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise problem(f"must be a number, not {shown(value)}") from None
+    if number < 0.0:
+        raise problem("must be at least 0.0")
+    return number
+
+
+_TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, str) and value.lower() in (*_TRUE, *_FALSE):
+        return value.lower() in _TRUE
+    if not isinstance(value, bool):
+        raise problem("must be true or false")
+    return value
+
+
 def _duration(positive: bool) -> Callable[[Any], float]:
     def convert(value: Any) -> float:
         try:
@@ -159,6 +182,9 @@ Level = Annotated[str, BeforeValidator(_level),
 Region = Annotated[str, BeforeValidator(_region), written(
     {"type": "string", "pattern": "^[A-Za-z]{2}$"},
     description="ISO 3166 code for numbers without + (CN)")]
+Weight = Annotated[float, BeforeValidator(_weight), written({"type": "number", "minimum": 0})]
+Flag = Annotated[bool, BeforeValidator(_flag), written(
+    {"type": "boolean"}, {"type": "string", "pattern": case_free(*_TRUE, *_FALSE)})]
 Names = Annotated[tuple[str, ...], BeforeValidator(lambda v: tuple(_texts(v))), TEXTS]
 Params = Annotated[tuple[str, ...], BeforeValidator(_params), TEXTS]
 OnUnknown = Annotated[Literal["stop", "failover"], BeforeValidator(_on_unknown),
@@ -222,3 +248,20 @@ class Match(Section):
 class Route(Section):
     match: Match | None = None
     providers: Names = Field((), description="provider names, tried in this order")
+
+
+class ProviderEntry(Section):
+    """What every provider entry may say; a type adds its options (config.entry_model).
+    The RAW keys are read by the builder: they depend on the type and on --emulate."""
+
+    name: Annotated[Any, RAW, written(*STRING)] = None
+    type: Annotated[Any, RAW, written(*STRING)] = None
+    priority: Count0 = Field(1, description="1 is tried first; equal priorities share by weight")
+    weight: Weight = 1.0
+    enabled: Flag = True
+    timeout: Positive | None = Field(None, description="per attempt; unset: defaults.timeout")
+    endpoint: Annotated[Any, RAW, written(*STRING)] = None
+    breaker: Breaker | None = None
+    credentials: Annotated[Any, RAW, written({"type": "object"})] = None
+    templates: Annotated[Any, RAW, written({"type": "object"})] = Field(
+        None, description="logical template name -> the provider's template id or text")

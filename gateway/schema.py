@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.models_sections import RAW, Section
 from gateway.models_sections import kind as _kind
-from gateway.yamlsrc import Node, parse_duration, shown, substitute
+from gateway.yamlsrc import Node, shown, substitute
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -144,65 +144,6 @@ class Checker:
             self.unset(line, path, names)
         else:
             self.problem(line, path, "is required")
-
-    def _number(self, node: Node, key: str, path: str, default: float, kind: type) -> Any:
-        if key not in node or node[key] is None:
-            return default
-        value = self._text(node[key], node.line_of(key), _join(path, key))
-        try:
-            if isinstance(value, bool):
-                raise ValueError
-            number = kind(value)
-            if kind is int and isinstance(value, float) and value != number:
-                raise ValueError
-        except (TypeError, ValueError):
-            self.problem(node.line_of(key), _join(path, key),
-                         f"must be {'an integer' if kind is int else 'a number'}, "
-                         f"not {shown(value)}")
-            return default
-        return number
-
-    def integer(self, node: Node, key: str, path: str, default: int, minimum: int = 0) -> int:
-        value: int = self._number(node, key, path, default, int)
-        if value < minimum:
-            self.problem(node.line_of(key), _join(path, key), f"must be at least {minimum}")
-            return default
-        return value
-
-    def number(
-        self, node: Node, key: str, path: str, default: float, minimum: float | None = None,
-    ) -> float:
-        value: float = self._number(node, key, path, default, float)
-        if minimum is not None and value < minimum:
-            self.problem(node.line_of(key), _join(path, key), f"must be at least {minimum}")
-            return default
-        return value
-
-    def boolean(self, node: Node, key: str, path: str, default: bool) -> bool:
-        value = self._text(node.get(key, default), node.line_of(key), _join(path, key))
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        if not isinstance(value, bool):
-            self.problem(node.line_of(key), _join(path, key), "must be true or false")
-            return default
-        return value
-
-    def duration(
-        self, node: Node, key: str, path: str, default: float, *, positive: bool = False,
-    ) -> float:
-        if key not in node or node[key] is None:
-            return default
-        value = self._text(node[key], node.line_of(key), _join(path, key))
-        try:
-            seconds = parse_duration(value)
-        except ValueError as exc:
-            self.problem(node.line_of(key), _join(path, key), str(exc))
-            return default
-        if positive and seconds <= 0:
-            self.problem(node.line_of(key), _join(path, key), "must be above zero")
-            return default
-        return seconds
-
 
     def section(self, node: Node, path: str, model: type[M]) -> M:
         """``node`` read through a pydantic model (gateway/models_sections.py): unknown keys and

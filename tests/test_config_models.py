@@ -98,3 +98,22 @@ def test_a_section_that_is_not_a_mapping_is_reported_once() -> None:
             "  - {name: box, type: sandbox, breaker: 5}\ndefaults:\n  breaker: 5\n")
     assert problems(text, {}) == ["c.yaml:6: defaults.breaker: must be a mapping, not int",
                                   "c.yaml:4: providers.box.breaker: must be a mapping, not int"]
+
+
+def test_a_provider_entry_is_read_through_its_types_model() -> None:
+    text = ("templates:\n  verify_code: {params: [code]}\ndefaults:\n  timeout: 2s\nproviders:\n"
+            "  - {name: box, type: sandbox, priority: first, weight: -1, enabled: maybe,\n"
+            "     colour: red}\n"
+            "  - {name: other, type: sandbox, enabled: 'no', breaker: {window: 5s}}\n")
+    assert problems(text, {}) == [
+        "c.yaml:7: providers.box.colour: unknown key; expected one of: name, type, priority, "
+        "weight, enabled, timeout, endpoint, breaker, credentials, templates",
+        "c.yaml:6: providers.box.priority: must be an integer, not 'first'",
+        "c.yaml:6: providers.box.weight: must be at least 0.0",
+        "c.yaml:6: providers.box.enabled: must be true or false",
+    ]
+    good = parse_config(text.replace("priority: first, weight: -1, enabled: maybe,\n"
+                                     "     colour: red", "weight: 0.5"))
+    box, other = good.providers
+    assert (box.weight, box.enabled, box.timeout, other.enabled) == (0.5, True, 2.0, False)
+    assert other.breaker.window == 5.0
