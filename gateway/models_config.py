@@ -58,13 +58,13 @@ def _typed(name: str) -> Any:
     cls = REGISTRY[name]
     structured = set(getattr(cls, "structured_options", ()))
     keys: dict[str, Any] = {k: (Option, None) for k in cls.credential_keys}
-    creds: Any = create_model(f"{name} credentials", __base__=Section, **keys)
+    creds: Any = create_model(f"{name.capitalize()}Credentials", __base__=Section, **keys)
     options: dict[str, Any] = {
         k: (Structured if k in structured else Option, None)
         for k in (*cls.required_options, *cls.optional_options)}
     fields: dict[str, Any] = {"type": (Literal[name], ...),
                               "credentials": (creds | None, None), **options}
-    return create_model(f"{name} provider", __base__=_Provider, **fields)
+    return create_model(f"{name.capitalize()}Provider", __base__=_Provider, **fields)
 
 
 def config_model() -> type[BaseModel]:
@@ -77,7 +77,7 @@ def config_model() -> type[BaseModel]:
         "defaults": (Defaults | None, None),
         "templates": (dict[str, Template | None] | None, None),
         "providers": (list[item], Field(min_length=1)), "routes": (list[Route] | None, None)}
-    return create_model("config.yaml", __base__=Section, **fields)
+    return create_model("SmsGatewayConfig", __base__=Section, **fields)
 
 
 def config_schema() -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator
@@ -48,6 +49,9 @@ def test_the_committed_schema_is_what_the_command_prints() -> None:
     assert printed == (REPO / "config.schema.json").read_text(encoding="utf-8"), \
         "regenerate it: sms-gateway schema > config.schema.json"
     Draft202012Validator.check_schema(json.loads(printed))
+    # editors resolve references by URI fragment: names without spaces or escapes
+    assert all(re.fullmatch(r"#/\$defs/\w+", ref)
+               for ref in re.findall(r'"\$ref": "([^"]*)"', printed)), printed
 
 
 def test_the_shipped_config_names_the_schema_and_meets_it() -> None:
