@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import re
@@ -73,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     if words and words[0] in {"send", "status"}:  # the caller commands (gateway/callers.py)
         from gateway.callers import main as callers_main
         return callers_main(words)
+    if words == ["schema"]:  # the JSON Schema of config.yaml, for editors (config.schema.json)
+        from gateway.models_config import config_schema
+        print(json.dumps(config_schema(), indent=2, ensure_ascii=False))
+        return 0
     args = parse_args(argv)
     setup_console(args.log_level)
     try:

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import phonenumbers
+from pydantic import create_model
 
 from gateway.endpoints import endpoint_problem
+from gateway.models_sections import (
+    LEVELS,
+    RAW,
+    Breaker,
+    Defaults,
+    Logging,
+    ProviderEntry,
+    Route,
+    Server,
+    Template,
+)
 from gateway.schema import Checker, ConfigError, ConfigProblem
 from gateway.yamlsrc import (
     Node,
@@ -27,13 +39,12 @@ from providers import resolve_provider_class
 from providers.base import Provider, ProviderSettings, Secret
 
 __all__ = [
-    "BreakerSettings", "Config", "ConfigError", "ConfigProblem", "Emulation", "LoggingConfig",
-    "ProviderConfig", "RouteConfig", "ServerConfig", "TemplateConfig", "load_config",
-    "parse_config",
+    "LEVELS", "BreakerSettings", "Config", "ConfigError", "ConfigProblem", "Emulation",
+    "LoggingConfig", "ProviderConfig", "RouteConfig", "ServerConfig", "TemplateConfig",
+    "load_config", "parse_config",
 ]
 
 MAX_BODY_BYTES = 64 * 1024
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,16 +232,11 @@ def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None,
     check.keys(raw, "", _TOP)
     server = _server(check, check.mapping(raw, "server"))
     logging_ = _logging(check, check.mapping(raw, "logging"), base)
-    defaults = check.mapping(raw, "defaults")
-    check.keys(defaults, "defaults", ("region", "timeout", "deadline", "breaker"))
-    breaker = _breaker(check, check.mapping(defaults, "breaker", "defaults"), "defaults.breaker",
-                       BreakerSettings())
-    region = check.string(defaults, "region", "defaults", "CN").upper()
-    if region not in phonenumbers.SUPPORTED_REGIONS:
-        check.problem(defaults.line_of("region"), "defaults.region",
-                      f"unknown region {shown(region)}; use an ISO 3166 code such as CN or US")
-    timeout = check.duration(defaults, "timeout", "defaults", 5.0, positive=True)
-    deadline = check.duration(defaults, "deadline", "defaults", 15.0, positive=True)
+    node = check.mapping(raw, "defaults")
+    defaults = check.section(node, "defaults", Defaults)
+    breaker = _breaker(check, _mapping_in(node, "breaker"), "defaults.breaker",
+                       BreakerSettings(), defaults.breaker)
+    region, timeout, deadline = defaults.region, defaults.timeout, defaults.deadline
     templates = _templates(check, check.mapping(raw, "templates"))
     providers = _providers(check, raw, templates, breaker, timeout, emulation)
     routes = _routes(check, raw, providers, templates)
@@ -246,8 +252,7 @@ def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None,
 
 
 def _server(check: Checker, node: Node) -> ServerConfig:
-    check.keys(node, "server", ("api_keys", "max_recipients", "shutdown_timeout", "pool_size",
-                                "pool_wait", "header_timeout", "body_timeout", "max_connections"))
+    read = check.section(node, "server", Server)
     keys = [Secret(k) for k in check.string_list(node, "api_keys", "server", secret=True,
                                                       unset_ok=True) if k]
     written = node.get("api_keys")
@@ -257,52 +262,24 @@ def _server(check: Checker, node: Node) -> ServerConfig:
             check.problem(node.line_of("api_keys"), "server.api_keys",
                           f"environment variable(s) not set: {', '.join(unset)} "
                           f"(write ${{{unset[0]}:-}} to run without auth when it is unset)")
-    return ServerConfig(
-        api_keys=tuple(keys),
-        max_recipients=check.integer(node, "max_recipients", "server", 100, minimum=1),
-        shutdown_timeout=check.duration(node, "shutdown_timeout", "server", 10.0),
-        pool_size=check.integer(node, "pool_size", "server", 200, minimum=1),
-        pool_wait=check.duration(node, "pool_wait", "server", 1.0, positive=True),
-        header_timeout=check.duration(node, "header_timeout", "server", 10.0, positive=True),
-        body_timeout=check.duration(node, "body_timeout", "server", 30.0, positive=True),
-        max_connections=check.integer(node, "max_connections", "server", 1000, minimum=1),
-    )
+    return ServerConfig(api_keys=tuple(keys), **read.model_dump(exclude={"api_keys"}))
 
 
 def _logging(check: Checker, node: Node, base: Path) -> LoggingConfig:
-    check.keys(node, "logging", ("level", "file", "max_bytes", "backups"))
-    level = check.string(node, "level", "logging", "INFO").upper()
-    if level not in LEVELS:
-        check.problem(node.line_of("level"), "logging.level",
-                      "must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
-    file: str | None = "logs/gateway.log"
-    if "file" in node:
-        file = None if node["file"] in (None, "") else check.string(node, "file", "logging")
+    read = check.section(node, "logging", Logging)
+    file = None if "file" in node and node["file"] in (None, "") else read.file
     return LoggingConfig(
-        level=level, file=str(base / file) if file else None,  # absolute stays absolute
-        max_bytes=check.integer(node, "max_bytes", "logging", 5_000_000, minimum=1024),
-        backups=check.integer(node, "backups", "logging", 5, minimum=0),
+        level=read.level, file=str(base / file) if file else None,  # absolute stays absolute
+        max_bytes=read.max_bytes, backups=read.backups,
     )
 
 
-_BREAKER_INT = ("consecutive_failures", "minimum_calls", "half_open_probes")
-_BREAKER_DURATION = ("window", "open_for", "max_open_for")
-
-
-def _breaker(check: Checker, node: Node, path: str, base: BreakerSettings) -> BreakerSettings:
-    check.keys(node, path, (*_BREAKER_INT, "failure_rate", *_BREAKER_DURATION))
-    values: dict[str, Any] = {}
-    for key in _BREAKER_INT:
-        values[key] = check.integer(node, key, path, getattr(base, key), minimum=1)
-    for key in _BREAKER_DURATION:
-        values[key] = check.duration(node, key, path, getattr(base, key), positive=True)
-    # Values inherited from defaults.breaker were checked there: report only what is written here.
-    rate = check.number(node, "failure_rate", path, base.failure_rate)
-    if "failure_rate" in node and not 0 < rate <= 1:
-        check.problem(node.line_of("failure_rate"), f"{path}.failure_rate",
-                      "must be above 0 and at most 1")
-    values["failure_rate"] = rate
-    settings = BreakerSettings(**values)
+def _breaker(check: Checker, node: Node, path: str, base: BreakerSettings,
+             written: Breaker | None = None) -> BreakerSettings:
+    """``base`` with what ``node`` writes (inherited values were checked where written)."""
+    if written is None:
+        written = check.section(node, path, Breaker)
+    settings = replace(base, **written.model_dump(exclude_none=True))
     if ("open_for" in node or "max_open_for" in node) \
             and settings.max_open_for < settings.open_for:
         check.problem(node.line_of("max_open_for"), f"{path}.max_open_for",
@@ -314,22 +291,23 @@ def _templates(check: Checker, node: Node) -> dict[str, TemplateConfig]:
     out: dict[str, TemplateConfig] = {}
     for name, body in node.items():
         path = f"templates.{name}"
-        spec = check.as_mapping(body, node.line_of(name), path)
-        check.keys(spec, path, ("params", "on_unknown"))
-        params = check.string_list(spec, "params", path)
-        if len(set(params)) != len(params):
-            check.problem(spec.line_of("params"), f"{path}.params", "params must be unique")
-        on_unknown = check.string(spec, "on_unknown", path, "stop")
-        if on_unknown not in ("stop", "failover"):
-            check.problem(spec.line_of("on_unknown"), f"{path}.on_unknown",
-                          "must be 'stop' or 'failover'")
-            on_unknown = "stop"
-        out[name] = TemplateConfig(name, tuple(params), on_unknown)  # type: ignore[arg-type]
+        read = check.section(check.as_mapping(body, node.line_of(name), path), path, Template)
+        out[name] = TemplateConfig(name, read.params, read.on_unknown)
     return out
 
 
-_PROVIDER_COMMON = ("name", "type", "priority", "weight", "enabled", "timeout", "endpoint",
-                    "breaker", "credentials", "templates")
+@functools.cache
+def entry_model(cls: type[Provider]) -> type[ProviderEntry]:
+    """ProviderEntry with ``cls``'s options (read by the builder: they may be structured)."""
+    options: dict[str, Any] = {key: (Annotated[Any, RAW], None)
+                               for key in (*cls.required_options, *cls.optional_options)}
+    return create_model(f"{cls.__name__} entry", __base__=ProviderEntry, **options)
+
+
+def _mapping_in(node: Node, key: str) -> Node:
+    """``node[key]`` if it is a mapping; a wrong one was reported by its section already."""
+    value = node.get(key)
+    return value if isinstance(value, Node) else _empty_node()
 
 
 def _providers(
@@ -375,9 +353,9 @@ def _provider(
     except Exception as exc:  # importing a user's module can raise anything (":X": ValueError)
         check.problem(spec.line_of("type"), f"{path}.type", str(exc) or type(exc).__name__)
         return None
-    check.keys(spec, path, (*_PROVIDER_COMMON, *cls.required_options, *cls.optional_options))
+    read = check.section(spec, path, entry_model(cls))
     fills = _emulated(emulation, type_)
-    enabled = check.boolean(spec, "enabled", path, True)  # a disabled example may lack secrets
+    enabled = read.enabled  # a disabled example may lack secrets
     creds = check.mapping(spec, "credentials", path)
     check.keys(creds, f"{path}.credentials", cls.credential_keys)
     credentials: dict[str, Secret] = {}
@@ -420,11 +398,10 @@ def _provider(
         check.problem(spec.line_of(key.partition(".")[0]), f"{path}.{key}", message)
     return ProviderConfig(
         settings=settings, cls=cls,
-        priority=check.integer(spec, "priority", path, 1, minimum=0),
-        weight=check.number(spec, "weight", path, 1.0, minimum=0.0),
-        enabled=enabled,
-        timeout=check.duration(spec, "timeout", path, timeout, positive=True),
-        breaker=_breaker(check, check.mapping(spec, "breaker", path), f"{path}.breaker", breaker),
+        priority=read.priority, weight=read.weight, enabled=enabled,
+        timeout=timeout if read.timeout is None else read.timeout,
+        breaker=_breaker(check, _mapping_in(spec, "breaker"), f"{path}.breaker", breaker,
+                         read.breaker),
     )
 
 
@@ -461,12 +438,10 @@ def _routes(
     for index, (item, line) in enumerate(zip(items, items.item_lines, strict=True)):
         path = f"routes[{index}]"
         spec = check.as_mapping(item, line, path)
-        check.keys(spec, path, ("match", "providers"))
-        match = check.mapping(spec, "match", path)
-        check.keys(match, f"{path}.match", ("template", "country"))
-        patterns = tuple(check.string_list(match, "template", f"{path}.match"))
-        countries = tuple(c.upper() for c in check.string_list(match, "country", f"{path}.match"))
-        names = tuple(check.string_list(spec, "providers", path))
+        read = check.section(spec, path, Route)
+        patterns = read.match.template if read.match else ()
+        countries = tuple(c.upper() for c in read.match.country) if read.match else ()
+        names = read.providers
         if not names:
             check.problem(spec.line_of("providers"), f"{path}.providers",
                           "a route needs at least one provider")

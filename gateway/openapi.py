@@ -1,21 +1,21 @@
 """``GET /openapi.json``: an OpenAPI 3.1 description of the public HTTP API (SPEC section 3).
 
 The document is built per request from the running config, so ``template`` lists the templates
-callers can use right now (a reload changes it). It never names a provider's credentials,
-endpoints or template ids: only what a caller needs.
+callers can use right now (a reload changes it); the request's schema is generated from the
+pydantic model the body is validated with (gateway/models.py). It never names a provider's
+credentials, endpoints or template ids: only what a caller needs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
 from gateway import __version__
-from gateway.config import MAX_BODY_BYTES, Config, TemplateConfig
+from gateway.config import MAX_BODY_BYTES, Config
 from gateway.keys import gateway_key
-from gateway.phones import NUMBER_PATTERN
+from gateway.models import request_schema
 
 _JSON = "application/json"
 _PROBLEM = "application/problem+json"
@@ -31,47 +31,6 @@ def _problem(description: str, *, retry_after: bool = False) -> dict[str, Any]:
     if retry_after:
         response["headers"] = {"Retry-After": {"$ref": "#/components/headers/Retry-After"}}
     return response
-
-
-def _numbers(max_recipients: int) -> dict[str, Any]:
-    return {
-        "oneOf": [
-            {"type": "array", "items": {"type": "string", "pattern": f"^{NUMBER_PATTERN}$"},
-             "minItems": 1, "maxItems": max_recipients},
-            {"type": "string", "pattern": f"^{NUMBER_PATTERN}(,{NUMBER_PATTERN})*$",
-             "description": "one or more numbers, comma-separated"},
-        ],
-        "description": "E.164 (+8613812345678) or national numbers, read in defaults.region; "
-        "each must be a valid number (422 otherwise)",
-    }
-
-
-def _variant(template: TemplateConfig, max_recipients: int) -> dict[str, Any]:
-    """The body for one template: its name and exactly its params."""
-    value = {"oneOf": [{"type": "string"}, {"type": "number"}]}
-    params = {"type": "object", "properties": dict.fromkeys(template.params, value),
-              "required": list(template.params), "additionalProperties": False}
-    return {
-        "type": "object",
-        "title": template.name,
-        "properties": {"to": _numbers(max_recipients), "receivers": _numbers(max_recipients),
-                       "template": {"const": template.name}, "params": params},
-        "required": ["template", "params"] if template.params else ["template"],
-        "additionalProperties": False,
-        # the numbers as 'to' or as 'receivers' (the seed's name), not both
-        "oneOf": [{"required": ["to"]}, {"required": ["receivers"]}],
-    }
-
-
-def _send_request(templates: Mapping[str, TemplateConfig],
-                  max_recipients: int) -> dict[str, Any]:
-    variants = [_variant(t, max_recipients) for _, t in sorted(templates.items())]
-    return {
-        "oneOf": variants or [{"type": "object"}],
-        "description": "one template's message; the templates come from the running config",
-        "example": {"to": ["+8613812345678"], "template": "verify_code",
-                    "params": {"code": "123456"}},
-    }
 
 
 _ATTEMPT = {
@@ -205,8 +164,8 @@ def document(config: Config) -> dict[str, Any]:
             "/admin/providers/{name}/{action}": admin,
         },
         "components": {
-            "schemas": {"SendRequest": _send_request(config.templates,
-                                                     config.server.max_recipients),
+            "schemas": {"SendRequest": request_schema(config.templates,
+                                                      config.server.max_recipients),
                         "SendResult": _SEND_RESULT,
                         "Attempt": _ATTEMPT, "Problem": _PROBLEM_SCHEMA},
             "headers": {"Retry-After": {"description": "seconds", "schema": {"type": "integer"}}},

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from gateway.yamlsrc import Node, Seq, parse_duration, shown, substitute
+from pydantic import BaseModel, ValidationError
+
+from gateway.models_sections import RAW, Section
+from gateway.models_sections import kind as _kind
+from gateway.yamlsrc import Node, shown, substitute
+
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,74 +145,58 @@ class Checker:
         else:
             self.problem(line, path, "is required")
 
-    def _number(self, node: Node, key: str, path: str, default: float, kind: type) -> Any:
-        if key not in node or node[key] is None:
-            return default
-        value = self._text(node[key], node.line_of(key), _join(path, key))
+    def section(self, node: Node, path: str, model: type[M]) -> M:
+        """``node`` read through a pydantic model (gateway/models_sections.py): unknown keys and
+        ``${VAR}``s here, with the node's lines; each pydantic error becomes a problem at the
+        line of the key its location names, and the value falls back to its default."""
+        data = self._prepared(node, path, model)
         try:
-            if isinstance(value, bool):
-                raise ValueError
-            number = kind(value)
-            if kind is int and isinstance(value, float) and value != number:
-                raise ValueError
-        except (TypeError, ValueError):
-            self.problem(node.line_of(key), _join(path, key),
-                         f"must be {'an integer' if kind is int else 'a number'}, "
-                         f"not {shown(value)}")
-            return default
-        return number
+            return model.model_validate(data)
+        except ValidationError as exc:
+            errors = exc.errors()
+        for error in errors:
+            target, where = node, path
+            *parents, key = (str(part) for part in error["loc"])
+            for part in parents:
+                target, where = target[part], _join(where, part)
+            # ours say what is wrong in the checker's words; pydantic would prefix "Value error"
+            ours = error["type"] == "value_error"
+            message = str(error["ctx"]["error"]) if ours else error["msg"]
+            self.problem(target.line_of(key), _join(where, key), message)
+        for error in errors:  # without what was wrong: the defaults are valid
+            *parents, key = (str(part) for part in error["loc"])
+            holder = data
+            for part in parents:
+                holder = holder[part]
+            holder.pop(key, None)
+        return model.model_validate(data)
 
-    def integer(self, node: Node, key: str, path: str, default: int, minimum: int = 0) -> int:
-        value: int = self._number(node, key, path, default, int)
-        if value < minimum:
-            self.problem(node.line_of(key), _join(path, key), f"must be at least {minimum}")
-            return default
-        return value
+    def _prepared(self, node: Node, path: str, model: type[BaseModel]) -> dict[str, Any]:
+        fields = model.model_fields
+        self.keys(node, path, fields)
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key not in fields or value is None:  # an empty value is the default
+                continue
+            where, line = _join(path, key), node.line_of(key)
+            inner = _section_in(fields[key].annotation)
+            if RAW in fields[key].metadata:
+                out[key] = value
+            elif inner is not None:
+                out[key] = self._prepared(self.as_mapping(value, line, where), where, inner)
+            elif isinstance(value, list):
+                out[key] = [self._text(item, line, where) for item in value]
+            else:
+                out[key] = self._text(value, line, where)
+        return out
 
-    def number(
-        self, node: Node, key: str, path: str, default: float, minimum: float | None = None,
-    ) -> float:
-        value: float = self._number(node, key, path, default, float)
-        if minimum is not None and value < minimum:
-            self.problem(node.line_of(key), _join(path, key), f"must be at least {minimum}")
-            return default
-        return value
 
-    def boolean(self, node: Node, key: str, path: str, default: bool) -> bool:
-        value = self._text(node.get(key, default), node.line_of(key), _join(path, key))
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        if not isinstance(value, bool):
-            self.problem(node.line_of(key), _join(path, key), "must be true or false")
-            return default
-        return value
-
-    def duration(
-        self, node: Node, key: str, path: str, default: float, *, positive: bool = False,
-    ) -> float:
-        if key not in node or node[key] is None:
-            return default
-        value = self._text(node[key], node.line_of(key), _join(path, key))
-        try:
-            seconds = parse_duration(value)
-        except ValueError as exc:
-            self.problem(node.line_of(key), _join(path, key), str(exc))
-            return default
-        if positive and seconds <= 0:
-            self.problem(node.line_of(key), _join(path, key), "must be above zero")
-            return default
-        return seconds
+def _section_in(annotation: Any) -> type[BaseModel] | None:
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, Section):
+            return candidate
+    return None
 
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, Node | dict):
-        return "a mapping"
-    if isinstance(value, Seq | list):
-        return "a list"
-    if isinstance(value, bool):
-        return "a boolean"
-    return type(value).__name__

@@ -9,17 +9,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import ContentLengthError, PayloadEncodingError
+from pydantic import ValidationError
 
 from gateway.config import MAX_BODY_BYTES, Config, TemplateConfig
+from gateway.models import FIELDS, ParamValue, SendBody
 from gateway.phones import Number, normalize
 from gateway.problems import Problem
-
-_FIELDS = ("to", "receivers", "template", "params")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,35 +88,64 @@ def _bad(detail: str, errors: list[dict[str, str]] | None = None) -> Problem:
     return Problem(400, detail, slug="invalid-request", errors=errors)
 
 
-def _numbers_field(body: dict[str, Any]) -> list[str]:
+_SHAPE = {  # what a wrong field is told, by field: the same words whatever pydantic found
+    "to": ("'to' must be a list of phone numbers or one comma-separated string",
+           "must be a list of strings"),
+    "template": ("'template' must be a non-empty string", "must be a non-empty string"),
+}
+
+
+def _shape_problem(body: dict[str, Any], errors: Sequence[Mapping[str, Any]]) -> Problem:
+    """The first of the body's shape errors, in the order a person reads the fields."""
+    unknown = [str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden"]
+    if unknown:
+        return _bad(f"unknown field(s): {', '.join(unknown)}",
+                    [{"field": k, "message": "unknown field"} for k in unknown])
+    _numbers_given(body)
+    first = min(errors, key=lambda e: FIELDS.index(str(e["loc"][0])))
+    field, loc = str(first["loc"][0]), first["loc"]
+    if field in ("to", "receivers") and first["type"] == "value_error":
+        return _bad("'to' has no numbers", [{"field": "to", "message": "is empty"}])
+    if field == "params" and len(loc) == 1:
+        return _bad("'params' must be an object",
+                    [{"field": "params", "message": "not an object"}])
+    if field == "params":
+        key = str(loc[1])
+        return _bad(f"param {key!r} must be a string or a number",
+                    [{"field": f"params.{key}", "message": "must be a string or a number"}])
+    detail, message = _SHAPE["template" if field == "template" else "to"]
+    return _bad(detail, [{"field": "to" if field == "receivers" else field,
+                          "message": message}])
+
+
+def _numbers_given(body: dict[str, Any]) -> None:
     if "to" in body and "receivers" in body:
         raise _bad("give the numbers as 'to' or as 'receivers', not both")
-    raw = body.get("to", body.get("receivers"))
-    if raw is None:
+    if body.get("to", body.get("receivers")) is None:
         raise _bad("'to' is required", [{"field": "to", "message": "is required"}])
-    if isinstance(raw, str):
-        raw = [part.strip() for part in raw.split(",") if part.strip()]
-    if not isinstance(raw, list) or not all(isinstance(n, str) for n in raw):
-        raise _bad("'to' must be a list of phone numbers or one comma-separated string",
-                   [{"field": "to", "message": "must be a list of strings"}])
-    if not raw:
-        raise _bad("'to' has no numbers", [{"field": "to", "message": "is empty"}])
-    return raw
 
 
-def _params_field(body: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, str]]]:
+def _shape(body: Any) -> SendBody:
+    """The body as a SendBody, or the 400 a person would fix first."""
+    if not isinstance(body, dict):
+        raise _bad("the body must be a JSON object")
+    # pydantic-core reads keys as UTF-8: a lone surrogate in one would come back mangled
+    safe = {shown(key): value for key, value in body.items()}
+    if isinstance(safe.get("params"), dict):
+        safe["params"] = {shown(key): value for key, value in safe["params"].items()}
+    try:
+        parsed = SendBody.model_validate(safe)
+    except ValidationError as exc:
+        raise _shape_problem(body, exc.errors()) from None
+    _numbers_given(body)
+    return parsed
+
+
+def _params(raw: dict[str, ParamValue] | None) -> tuple[dict[str, str], list[dict[str, str]]]:
     """The params as text, and the values no provider could be sent (422 problems)."""
-    raw = body.get("params", {})
-    if raw is None:
-        return {}, []
-    if not isinstance(raw, dict):
-        raise _bad("'params' must be an object", [{"field": "params", "message": "not an object"}])
     out, errors = {}, []
-    for key, value in raw.items():
+    for key, value in (raw or {}).items():
         name = f"params.{shown(key)}"
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise _bad(f"param {shown(key)!r} must be a string or a number",
-                       [{"field": name, "message": "must be a string or a number"}])
         if isinstance(value, float) and not math.isfinite(value):  # json.loads takes NaN, 1e999
             errors.append({"field": name, "message": "must be a finite number"})
         elif isinstance(value, str) and not _encodable(value):
@@ -127,18 +157,9 @@ def _params_field(body: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, 
 
 def parse_send(body: Any, config: Config) -> SendRequest:
     """Check a decoded body against the config; raise Problem with every error found."""
-    if not isinstance(body, dict):
-        raise _bad("the body must be a JSON object")
-    unknown = [shown(k) for k in body if k not in _FIELDS]
-    if unknown:
-        raise _bad(f"unknown field(s): {', '.join(unknown)}",
-                   [{"field": k, "message": "unknown field"} for k in unknown])
-    raw_numbers = _numbers_field(body)
-    template_name = body.get("template")
-    if not isinstance(template_name, str) or not template_name:
-        raise _bad("'template' must be a non-empty string",
-                   [{"field": "template", "message": "must be a non-empty string"}])
-    params, errors = _params_field(body)
+    send = _shape(body)
+    raw_numbers, template_name = send.numbers, send.template
+    params, errors = _params(send.params)
     limit = config.server.max_recipients
     if len(raw_numbers) > limit:
         raise Problem(413, f"{len(raw_numbers)} numbers; at most {limit} per request",

@@ -340,9 +340,12 @@ def from_schema(schema: dict[str, Any], doc: dict[str, Any]) -> st.SearchStrateg
         return st.sampled_from(schema["enum"])
     if schema.get("type") == "object" or "properties" in schema:
         return _object(schema, doc)
-    if "oneOf" in schema:
-        return st.one_of([from_schema(s, doc) for s in schema["oneOf"]])
+    for union in ("oneOf", "anyOf"):  # pydantic writes a union of disjoint types as anyOf
+        if union in schema:
+            return st.one_of([from_schema(s, doc) for s in schema[union]])
     kind = schema.get("type")
+    if kind == "null":
+        return st.none()
     if kind == "string" and "pattern" in schema:
         return st.from_regex(schema["pattern"], fullmatch=True).filter(lambda t: len(t) < 200)
     if kind == "string":
