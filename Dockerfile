@@ -15,7 +15,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 RUN useradd --system --uid 10001 --create-home --home-dir /app sms
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index /wheels/*.whl && rm -rf /wheels
-COPY config.yaml /etc/sms-gateway/config.yaml
+COPY config.yaml config.schema.json /etc/sms-gateway/
 # In a container the log goes to stdout only (docker logs): no log file inside the image.
 RUN sed -i -E 's#^(  file:) logs/gateway\.log( +)#\1 null            \2#' \
       /etc/sms-gateway/config.yaml && grep -qE '^  file: null ' /etc/sms-gateway/config.yaml
