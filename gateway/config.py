@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +29,8 @@ from providers.base import Provider, ProviderSettings, Secret
 
 __all__ = [
     "BreakerSettings", "Config", "ConfigError", "ConfigProblem", "Emulation", "LoggingConfig",
-    "ProviderConfig", "RouteConfig", "ServerConfig", "TemplateConfig", "load_config",
-    "parse_config",
+    "ProviderConfig", "RouteConfig", "ServerConfig", "StorageConfig", "TemplateConfig",
+    "load_config", "parse_config",
 ]
 
 MAX_BODY_BYTES = 64 * 1024
@@ -67,6 +68,17 @@ class LoggingConfig:
     file: str | None = "logs/gateway.log"
     max_bytes: int = 5_000_000
     backups: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    """The message store (read at start); ``url`` as written, ``base`` the config's folder."""
+
+    url: str = "sqlite:///data/sms-gateway.db"
+    base: Path | None = None  # a relative sqlite:/// path is read against it
+    retention: float = 30 * 86400.0
+    idempotency_ttl: float = 24 * 3600.0
+    keep_params: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +134,7 @@ class Config:
     providers: tuple[ProviderConfig, ...] = ()
     routes: tuple[RouteConfig, ...] = ()
     emulated: bool = False
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
     def provider(self, name: str) -> ProviderConfig | None:
         return next((p for p in self.providers if p.name == name), None)
@@ -213,7 +226,7 @@ def _validate(raw: Any, source: str, env: Mapping[str, str] | None,
     return config
 
 
-_TOP = ("server", "logging", "defaults", "templates", "providers", "routes")
+_TOP = ("server", "logging", "defaults", "templates", "providers", "routes", "storage")
 
 
 def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None,
@@ -242,6 +255,7 @@ def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None,
         source=source, server=server, logging=logging_, region=region, timeout=timeout,
         deadline=deadline, breaker=breaker, templates=templates, providers=providers,
         routes=routes, emulated=emulation is not None,
+        storage=_storage(check, check.mapping(raw, "storage"), base),
     )
 
 
@@ -283,6 +297,20 @@ def _logging(check: Checker, node: Node, base: Path) -> LoggingConfig:
         max_bytes=check.integer(node, "max_bytes", "logging", 5_000_000, minimum=1024),
         backups=check.integer(node, "backups", "logging", 5, minimum=0),
     )
+
+
+def _storage(check: Checker, node: Node, base: Path) -> StorageConfig:
+    check.keys(node, "storage", ("url", "retention", "idempotency_ttl", "keep_params"))
+    days = {key: float(str(node[key])[:-1]) * 86400 for key in ("retention", "idempotency_ttl")
+            if re.fullmatch(r"\s*\d+(\.\d+)?d\s*", str(node.get(key, "")))}  # 30d: days
+    default = StorageConfig()
+    retention = days.get("retention") or check.duration(
+        node, "retention", "storage", default.retention, positive=True)
+    ttl = days.get("idempotency_ttl") or check.duration(
+        node, "idempotency_ttl", "storage", default.idempotency_ttl, positive=True)
+    return StorageConfig(url=check.string(node, "url", "storage", default.url), base=base,
+                         retention=retention, idempotency_ttl=ttl,
+                         keep_params=check.boolean(node, "keep_params", "storage", False))
 
 
 _BREAKER_INT = ("consecutive_failures", "minimum_calls", "half_open_probes")
