@@ -70,9 +70,9 @@ def gateway_config(*, providers: Sequence[Mapping[str, Any]], server: Mapping[st
         chosen[name] = dict(TEMPLATES[name])
         if on_unknown and name in on_unknown:
             chosen[name]["on_unknown"] = on_unknown[name]
-    return render({"server": server, "logging": logging, "defaults": defaults,
-                   "templates": chosen, "providers": list(providers),
-                   "storage": dict(storage or {"url": "memory"})})
+    return render({"server": server, "logging": logging,
+                   "storage": dict(storage or {"url": "memory"}), "defaults": defaults,
+                   "templates": chosen, "providers": list(providers)})
 
 
 def render(document: Mapping[str, Any]) -> str:

@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     if words and words[0] in {"send", "status"}:  # the caller commands (gateway/callers.py)
         from gateway.callers import main as callers_main
         return callers_main(words)
+    if words and words[0] == "db":  # sms-gateway db upgrade (gateway/dbcommand.py)
+        from gateway.dbcommand import main as db_main
+        return db_main(words[1:])
     args = parse_args(argv)
     setup_console(args.log_level)
     try:

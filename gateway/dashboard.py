@@ -93,7 +93,7 @@ async def dashboard(request: web.Request) -> web.Response:
     gateway = request.app[gateway_key]
     context: dict[str, Any] = {
         "status": status_document(gateway),
-        "recent": recent_sends(gateway),
+        "recent": await recent_sends(gateway),
         "emulators": {k: s.state.snapshot() for k, s in gateway.emulators.items()},
         "modes": EMULATOR_MODES,
         "latency_mode_ms": LATENCY_MODE_MS,

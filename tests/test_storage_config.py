@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import build_config
 from gateway.config import ConfigError, StorageConfig, load_config
-from tests.conftest import build_config
 
 ENV = {"ALIYUN_ACCESS_KEY_ID": "a", "ALIYUN_ACCESS_KEY_SECRET": "b", "ALIYUN_SIGN_NAME": "c",
        "HUAWEI_APP_KEY": "d", "HUAWEI_APP_SECRET": "e", "HUAWEI_SENDER": "f"}
@@ -21,6 +21,7 @@ def _load(tmp_path: Path, text: str) -> StorageConfig:
 
 def test_the_shipped_defaults(tmp_path: Path) -> None:
     text = build_config().replace("storage: {url: memory}\n", "")
+    assert "storage" not in text
     storage = _load(tmp_path, text)
     assert storage.url == "sqlite:///data/sms-gateway.db"
     assert storage.base == tmp_path.resolve()  # relative paths: the config file's folder
