@@ -108,6 +108,20 @@ async def dashboard(request: web.Request) -> web.Response:
     return response
 
 
+def wants_html(request: web.Request) -> bool:
+    """A browser's navigation (Accept names text/html before any JSON), not an API client."""
+    accept = request.headers.get("Accept", "")
+    html, json_ = accept.find("text/html"), accept.find("json")
+    return html >= 0 and (json_ < 0 or html < json_)
+
+
+def record_page(request: web.Request, record: dict[str, Any]) -> web.Response:
+    """``GET /sms/{id}`` for a browser: the record (numbers masked) as a page."""
+    response = aiohttp_jinja2.render_template("record.html", request, {"r": record})
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def setup(app: web.Application) -> None:
     """Templates and static files come from the ``web`` package, so they ship in the wheel."""
     root = files("web")

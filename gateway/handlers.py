@@ -8,6 +8,7 @@ import logging
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.dashboard import record_page, wants_html
 from gateway.keys import gateway_key
 from gateway.openapi import openapi_json
 from gateway.problems import Problem, json_reply
@@ -79,6 +80,8 @@ async def get_sms(request: web.Request) -> web.Response:
     record = await gateway.record(request.match_info["id"], caller(request))
     if record is None:
         raise Problem(404, "no send with this id is retained", slug="not-found")
+    if wants_html(request):  # the dashboard's link, followed by a browser
+        return record_page(request, view(record))
     return web.json_response(view(record))
 
 

@@ -190,3 +190,18 @@ def test_the_default_store_folder_is_made_beside_the_config(tmp_path: Path) -> N
     config.write_text(sandbox_config())  # no storage section: sqlite:///data/sms-gateway.db
     assert run_cli("db", "upgrade", "--config", str(config)).returncode == 0
     assert (tmp_path / "data" / "sms-gateway.db").exists()
+
+
+async def test_a_browser_gets_the_record_as_a_page(make_gateway: MakeGateway) -> None:
+    gw = await make_gateway(config("memory"))
+    sent = await (await gw.send()).json()
+    dashboard = await (await gw.client.get("/")).text()
+    assert f'href="/sms/{sent["id"]}"' in dashboard  # the recent send links to its page
+    browser = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    page = await gw.client.get(f"/sms/{sent['id']}", headers=browser)
+    assert page.status == 200 and page.content_type == "text/html"
+    text = await page.text()
+    assert sent["id"] in text and "+86138******00" in text and "accepted" in text
+    assert sent["to"][0] not in text  # the number is masked
+    api = await gw.client.get(f"/sms/{sent['id']}", headers={"Accept": "application/json"})
+    assert api.content_type == "application/json"
