@@ -144,6 +144,7 @@ async def admin_breaker(request: web.Request) -> web.Response:
         member.stats.reset()
     else:
         raise Problem(404, "the action must be open, close or reset", slug="not-found")
+    await gateway.keep_forced(name, member.breaker.forced)
     return web.json_response(provider_status(gateway, member))
 
 

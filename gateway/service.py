@@ -125,6 +125,7 @@ class Gateway:
             async with pool.session() as session:
                 self._runtime = Runtime(self.initial_config, session, clock=self.clock,
                                         on_transition=self.observer.on_transition)
+                await self._restore_forced(self._runtime)
                 try:
                     yield
                 finally:
@@ -149,6 +150,23 @@ class Gateway:
             except StoreError as exc:
                 log.warning("retention pass failed (tried again later): %s", exc)
             await asyncio.sleep(SWEEP_EVERY)
+
+    async def _restore_forced(self, runtime: Runtime) -> None:
+        """Breakers an operator forced open stay open across a restart (the store keeps them)."""
+        for name, state in (await self.store.providers.all()).items():
+            member = runtime.member(name)
+            if state.forced_open and member is not None:
+                member.breaker.force_open()
+                log.info("provider %s stays forced open (since before the restart)", name)
+
+    async def keep_forced(self, name: str, forced: bool) -> None:
+        """Remember an operator's force-open (or its end) for the next start."""
+        try:
+            why = "forced open by operator" if forced else None
+            await self.store.providers.set_forced_open(name, forced, why)
+        except StoreError as exc:
+            log.warning("provider %s: forced %s now, but not kept across a restart: %s",
+                        name, "open" if forced else "closed", exc)
 
     def shutting_down(self) -> None:
         """The server now waits up to ``shutdown_timeout`` for in-flight sends, then drops their

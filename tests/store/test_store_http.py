@@ -205,3 +205,17 @@ async def test_a_browser_gets_the_record_as_a_page(make_gateway: MakeGateway) ->
     assert sent["to"][0] not in text  # the number is masked
     api = await gw.client.get(f"/sms/{sent['id']}", headers={"Accept": "application/json"})
     assert api.content_type == "application/json"
+
+
+async def test_a_forced_open_breaker_stays_open_after_a_restart(make_gateway: MakeGateway,
+                                                                store_url: str) -> None:
+    gw = await make_gateway(config(store_url))
+    assert (await gw.client.post("/admin/providers/aliyun/open", json={})).status == 200
+    await gw.client.close()
+    again = await make_gateway(config(store_url))
+    assert again.state("aliyun") == "open" and again.gateway.runtime.member("aliyun") is not None
+    assert (await (await again.send()).json())["provider"] == "huawei"
+    assert (await again.client.post("/admin/providers/aliyun/close", json={})).status == 200
+    await again.client.close()
+    third = await make_gateway(config(store_url))
+    assert third.state("aliyun") == "closed"
