@@ -69,8 +69,10 @@ class Gateway:
     def __init__(self, config: Config, *, config_path: Path | None = None,
                  loader: Callable[[], Config] | None = None,
                  emulators: Mapping[str, EmulatorServer] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.initial_config = config
+        self.wall_clock = wall_clock  # the store's: record times, key expiry, retention
         self.config_path = config_path
         self.loader = loader
         self.emulators = dict(emulators or {})
@@ -115,7 +117,7 @@ class Gateway:
         the one ClientSession and the providers built on it, while the app runs."""
         storage = self.initial_config.storage  # read at start: a reload does not move it
         make_default_folder(storage)
-        self._store = await open_store(storage.url, base=storage.base,
+        self._store = await open_store(storage.url, base=storage.base, clock=self.wall_clock,
                                        idempotency_ttl=storage.idempotency_ttl)
         sweeper = asyncio.create_task(self._sweeping(storage.retention))
         # The pool's size is fixed when the session is made; its wait is read per request.

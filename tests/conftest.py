@@ -115,12 +115,13 @@ async def make_gateway(
     aiohttp_client: Any, emulators: dict[str, EmulatorServer], tmp_path: Path,
 ) -> MakeGateway:
     async def make(text: str = TEST_CONFIG, *, watch: bool = False,
-                   clock: Callable[[], float] = time.monotonic) -> Harness:
+                   clock: Callable[[], float] = time.monotonic,
+                   wall_clock: Callable[[], float] = time.time) -> Harness:
         path = tmp_path / "config.yaml"
         path.write_text(text)
         loader = emulated_loader(path, emulators)
         app = create_app(loader(), config_path=path, loader=loader, emulators=emulators,
-                         watch=watch, clock=clock)
+                         watch=watch, clock=clock, wall_clock=wall_clock)
         return Harness(await aiohttp_client(app), emulators, path)
 
     return make

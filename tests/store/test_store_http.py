@@ -4,6 +4,7 @@ nothing. Each test runs on SQLite and on PostgreSQL (see tests/store/conftest.py
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from gatewayproc import run_cli, sandbox_config
 from sqlalchemy.engine import make_url
 
-from conftest import Harness, MakeGateway, build_config
+from conftest import FakeClock, Harness, MakeGateway, build_config
 from gateway.store import upgrade
 
 from .conftest import PgServer, admin, require
@@ -219,3 +220,24 @@ async def test_a_forced_open_breaker_stays_open_after_a_restart(make_gateway: Ma
     await again.client.close()
     third = await make_gateway(config(store_url))
     assert third.state("aliyun") == "closed"
+
+
+async def test_keys_expire_and_retention_deletes_old_records(make_gateway: MakeGateway,
+                                                             store_url: str) -> None:
+    wall = FakeClock(1_800_000_000.0)  # the store's clock: Unix time that moves by hand
+    text = config(store_url, retention="1d", idempotency_ttl="1h")
+    gw = await make_gateway(text, wall_clock=wall)
+    old = (await (await gw.send(headers={"Idempotency-Key": "k"})).json())["id"]
+    wall.advance(2 * 3600)  # the key has expired: the same key sends again
+    again = await gw.send(headers={"Idempotency-Key": "k"})
+    assert "Idempotent-Replayed" not in again.headers
+    assert (await again.json())["id"] != old
+    wall.advance(2 * 86400)
+    await gw.client.close()
+    restarted = await make_gateway(text, wall_clock=wall)  # a retention pass runs at start
+    kept = (await (await restarted.send()).json())["id"]
+    async with asyncio.timeout(10):
+        while (await restarted.client.get(f"/sms/{old}")).status != 404:
+            await asyncio.sleep(0.01)
+    page = await listing(restarted, "limit=10")
+    assert [item["id"] for item in page["items"]] == [kept]
