@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
         if args.url:
             url, base = args.url, Path.cwd()
         else:
-            from gateway.service import make_default_folder
+            from gateway.storage import make_default_folder
 
             storage = load_config(Path(args.config), profile=args.env).storage
             make_default_folder(storage)

@@ -17,12 +17,13 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from gateway.config import Config, StorageConfig
+from gateway import storage as storage_
+from gateway.config import Config
 from gateway.metrics import Metrics
 from gateway.observe import Observer
 from gateway.phones import mask
@@ -30,6 +31,7 @@ from gateway.problems import Problem, problem_body
 from gateway.recorder import Recorder
 from gateway.router import Outcome, Router, Snapshot
 from gateway.runtime import Runtime
+from gateway.storage import available, available_now, unavailable
 from gateway.store import (
     KeyConflict,
     ListQuery,
@@ -50,15 +52,12 @@ if TYPE_CHECKING:
     from gateway.emulators import EmulatorServer
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # A stored answer is replayed only when the send's outcome is final; 429/502/503 sent nothing,
 # so a retry with the same key must be free to try again.
 _REPLAYABLE = frozenset({200, 202, 422})
 CONFLICT = "this Idempotency-Key was used with a different request body"
 IN_FLIGHT = "a request with this Idempotency-Key is still in flight"
-DEFAULT_STORAGE = StorageConfig()
-SWEEP_EVERY = 600.0  # seconds between retention passes (the first runs at start)
 _PROBLEM_SLUG = {422: "rejected-by-provider", 429: "recipient-rate-limited",
                  502: "all-providers-failed", 503: "no-provider-available"}
 
@@ -116,10 +115,10 @@ class Gateway:
         """The store (migrated; a StoreError if it cannot be used), its retention sweep, and
         the one ClientSession and the providers built on it, while the app runs."""
         storage = self.initial_config.storage  # read at start: a reload does not move it
-        make_default_folder(storage)
+        storage_.make_default_folder(storage)
         self._store = await open_store(storage.url, base=storage.base, clock=self.wall_clock,
                                        idempotency_ttl=storage.idempotency_ttl)
-        sweeper = asyncio.create_task(self._sweeping(storage.retention))
+        sweeper = asyncio.create_task(storage_.sweeping(self._store, storage.retention))
         # The pool's size is fixed when the session is made; its wait is read per request.
         pool = Pool(self.initial_config.server.pool_size, self._pool_wait,
                     self.observer.on_pool_wait)
@@ -127,7 +126,7 @@ class Gateway:
             async with pool.session() as session:
                 self._runtime = Runtime(self.initial_config, session, clock=self.clock,
                                         on_transition=self.observer.on_transition)
-                await self._restore_forced(self._runtime)
+                await storage_.restore_forced(self._store, self._runtime)
                 try:
                     yield
                 finally:
@@ -141,34 +140,9 @@ class Gateway:
             await self._store.close()  # what is queued is written first
             self._store = None
 
-    async def _sweeping(self, retention: float) -> None:
-        """Delete records past ``retention`` and expired keys, now and every SWEEP_EVERY."""
-        while True:
-            try:
-                records, keys = await self.store.sweep(retention)
-                if records or keys:
-                    log.info("retention: %d records and %d idempotency keys deleted",
-                             records, keys)
-            except StoreError as exc:
-                log.warning("retention pass failed (tried again later): %s", exc)
-            await asyncio.sleep(SWEEP_EVERY)
-
-    async def _restore_forced(self, runtime: Runtime) -> None:
-        """Breakers an operator forced open stay open across a restart (the store keeps them)."""
-        for name, state in (await self.store.providers.all()).items():
-            member = runtime.member(name)
-            if state.forced_open and member is not None:
-                member.breaker.force_open()
-                log.info("provider %s stays forced open (since before the restart)", name)
-
     async def keep_forced(self, name: str, forced: bool) -> None:
         """Remember an operator's force-open (or its end) for the next start."""
-        try:
-            why = "forced open by operator" if forced else None
-            await self.store.providers.set_forced_open(name, forced, why)
-        except StoreError as exc:
-            log.warning("provider %s: forced %s now, but not kept across a restart: %s",
-                        name, "open" if forced else "closed", exc)
+        await storage_.keep_forced(self.store, name, forced)
 
     def shutting_down(self) -> None:
         """The server now waits up to ``shutdown_timeout`` for in-flight sends, then drops their
@@ -213,7 +187,7 @@ class Gateway:
             return await self.dispatch(snapshot, parse_send(body, snapshot.config), caller_id)
         keys = self.store.idempotency
         fingerprint = body_hash(json.dumps(body, sort_keys=True).encode())
-        claim = await _available(keys.claim(caller_id, key, fingerprint))
+        claim = await available(keys.claim(caller_id, key, fingerprint))
         if isinstance(claim, Replay):
             return Reply(claim.status_code, claim.response, replayed=True)
         if isinstance(claim, KeyConflict):
@@ -245,20 +219,20 @@ class Gateway:
                        key: str | None = None) -> Reply:
         """Route one valid request, recording it, and turn the outcome into the response."""
         started = self.clock()
-        _available_now(self.store)
+        available_now(self.store)
         message = Message(uuid.uuid4().hex, tuple(n.e164 for n in send.numbers),
                           send.template.name, send.params)
         recorder = Recorder(self.store.records, NewMessage(
             message.id, caller_id, message.template, message.to, dict(send.params),
             idempotency_key=key), keep_params=snapshot.config.storage.keep_params)
-        outcome = await _available(
+        outcome = await available(
             self.router.send(snapshot, message, send.template, send.countries, recorder))
         refused = _refused(message.to, outcome.refused)
         try:
             await recorder.finish(outcome, {n: code for i, n, code in refused if i >= 0})
         except StoreError as exc:
             if not recorder.called:  # nothing was sent: nothing unrecorded goes out
-                raise _unavailable() from None
+                raise unavailable() from None
             log.error("send %s: its final status could not be recorded: %s", message.id, exc)
         attempts = [a.as_dict() for a in outcome.attempts]
         self.observer.on_send(self.clock() - started)
@@ -274,42 +248,14 @@ class Gateway:
 
     async def record(self, message_id: str, caller_id: str) -> MessageRecord | None:
         """One record, if this caller may read it (with auth on, its own only)."""
-        found = await _available(self.store.records.get(message_id))
+        found = await available(self.store.records.get(message_id))
         if found is None or (caller_id and found.caller != caller_id):
             return None
         return found
 
     async def records(self, query: ListQuery) -> Page:
         """A page of records; BadQueryError naming a filter the store cannot use."""
-        return await _available(self.store.records.list(query))
-
-
-def make_default_folder(storage: StorageConfig) -> None:
-    """The shipped default's folder (data/ beside the config) is made, like logs/; a folder the
-    config names must exist: a typo must not start an empty store somewhere else."""
-    if storage.url == DEFAULT_STORAGE.url and storage.base is not None:
-        with contextlib.suppress(OSError):  # if it cannot be made, the store's error says why
-            (storage.base / "data").mkdir(exist_ok=True)
-
-
-async def _available(work: Awaitable[T]) -> T:
-    """``work``'s result; a store failure becomes the 503 that says nothing was sent."""
-    try:
-        return await work
-    except StoreError:
-        raise _unavailable() from None
-
-
-def _available_now(store: Store) -> None:
-    try:
-        store.ensure_file()
-    except StoreError:
-        raise _unavailable() from None
-
-
-def _unavailable() -> Problem:
-    return Problem(503, "the message store is unavailable, so nothing was sent",
-                   slug="store-unavailable", retry_after=1.0)
+        return await available(self.store.records.list(query))
 
 
 @dataclass(frozen=True, slots=True)
