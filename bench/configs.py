@@ -61,14 +61,17 @@ def provider(kind: str, *, priority: int | None = None, endpoint: str | None = N
 def gateway_config(*, providers: Sequence[Mapping[str, Any]], server: Mapping[str, Any],
                    logging: Mapping[str, Any], defaults: Mapping[str, Any],
                    templates: Sequence[str] = ("verify_code", "notice"),
-                   on_unknown: Mapping[str, str] | None = None) -> str:
-    """The config.yaml text; ``on_unknown`` overrides a template's policy."""
+                   on_unknown: Mapping[str, str] | None = None,
+                   storage: Mapping[str, Any] | None = None) -> str:
+    """The config.yaml text; ``on_unknown`` overrides a template's policy. ``storage``
+    defaults to the in-process store: a test or bench that wants a file names one."""
     chosen: dict[str, Any] = {}
     for name in templates:
         chosen[name] = dict(TEMPLATES[name])
         if on_unknown and name in on_unknown:
             chosen[name]["on_unknown"] = on_unknown[name]
-    return render({"server": server, "logging": logging, "defaults": defaults,
+    return render({"server": server, "logging": logging,
+                   "storage": dict(storage or {"url": "memory"}), "defaults": defaults,
                    "templates": chosen, "providers": list(providers)})
 
 

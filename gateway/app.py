@@ -32,13 +32,14 @@ def create_app(
     loader: Callable[[], Config] | None = None,
     emulators: Mapping[str, EmulatorServer] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
     watch: bool = False,
 ) -> web.Application:
     """Build the app; nothing starts until it runs (session, providers, config watcher)."""
     if config_path is not None:
         config_path = config_path.resolve()  # the watcher matches changes by this path
     gateway = Gateway(config, config_path=config_path, loader=loader, emulators=emulators,
-                      clock=clock)
+                      clock=clock, wall_clock=wall_clock)
     app = web.Application(middlewares=[problem_middleware, guard(handlers.caller),
                                        body_deadline],
                           client_max_size=MAX_BODY_BYTES)

@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.models_config import config_schema
         print(json.dumps(config_schema(), indent=2, ensure_ascii=False))
         return 0
+    if words and words[0] == "db":  # sms-gateway db upgrade (gateway/dbcommand.py)
+        from gateway.dbcommand import main as db_main
+        return db_main(words[1:])
     args = parse_args(argv)
     setup_console(args.log_level)
     try:

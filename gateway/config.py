@@ -21,6 +21,7 @@ from gateway.models_sections import (
     ProviderEntry,
     Route,
     Server,
+    Storage,
     Template,
 )
 from gateway.schema import Checker, ConfigError, ConfigProblem
@@ -40,7 +41,8 @@ from providers.base import Provider, ProviderSettings, Secret
 
 __all__ = [
     "LEVELS", "BreakerSettings", "Config", "ConfigError", "ConfigProblem", "Emulation",
-    "LoggingConfig", "ProviderConfig", "RouteConfig", "ServerConfig", "TemplateConfig",
+    "LoggingConfig", "ProviderConfig", "RouteConfig", "ServerConfig", "StorageConfig",
+    "TemplateConfig",
     "load_config", "parse_config",
 ]
 
@@ -78,6 +80,17 @@ class LoggingConfig:
     file: str | None = "logs/gateway.log"
     max_bytes: int = 5_000_000
     backups: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    """The message store (read at start); ``url`` as written, ``base`` the config's folder."""
+
+    url: str = "sqlite:///data/sms-gateway.db"
+    base: Path | None = None  # a relative sqlite:/// path is read against it
+    retention: float = 30 * 86400.0
+    idempotency_ttl: float = 24 * 3600.0
+    keep_params: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +146,7 @@ class Config:
     providers: tuple[ProviderConfig, ...] = ()
     routes: tuple[RouteConfig, ...] = ()
     emulated: bool = False
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
     def provider(self, name: str) -> ProviderConfig | None:
         return next((p for p in self.providers if p.name == name), None)
@@ -224,7 +238,7 @@ def _validate(raw: Any, source: str, env: Mapping[str, str] | None,
     return config
 
 
-_TOP = ("server", "logging", "defaults", "templates", "providers", "routes")
+_TOP = ("server", "logging", "defaults", "templates", "providers", "routes", "storage")
 
 
 def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None,
@@ -248,6 +262,7 @@ def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None,
         source=source, server=server, logging=logging_, region=region, timeout=timeout,
         deadline=deadline, breaker=breaker, templates=templates, providers=providers,
         routes=routes, emulated=emulation is not None,
+        storage=_storage(check, check.mapping(raw, "storage"), base),
     )
 
 
@@ -272,6 +287,12 @@ def _logging(check: Checker, node: Node, base: Path) -> LoggingConfig:
         level=read.level, file=str(base / file) if file else None,  # absolute stays absolute
         max_bytes=read.max_bytes, backups=read.backups,
     )
+
+
+def _storage(check: Checker, node: Node, base: Path) -> StorageConfig:
+    read = check.section(node, "storage", Storage)
+    return StorageConfig(url=read.url, base=base, retention=read.retention,
+                         idempotency_ttl=read.idempotency_ttl, keep_params=read.keep_params)
 
 
 def _breaker(check: Checker, node: Node, path: str, base: BreakerSettings,

@@ -93,7 +93,7 @@ async def dashboard(request: web.Request) -> web.Response:
     gateway = request.app[gateway_key]
     context: dict[str, Any] = {
         "status": status_document(gateway),
-        "recent": recent_sends(gateway),
+        "recent": await recent_sends(gateway),
         "emulators": {k: s.state.snapshot() for k, s in gateway.emulators.items()},
         "modes": EMULATOR_MODES,
         "latency_mode_ms": LATENCY_MODE_MS,
@@ -104,6 +104,20 @@ async def dashboard(request: web.Request) -> web.Response:
     }
     name = "_live.html" if request.query.get("partial") else "dashboard.html"
     response = aiohttp_jinja2.render_template(name, request, context)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def wants_html(request: web.Request) -> bool:
+    """A browser's navigation (Accept names text/html before any JSON), not an API client."""
+    accept = request.headers.get("Accept", "")
+    html, json_ = accept.find("text/html"), accept.find("json")
+    return html >= 0 and (json_ < 0 or html < json_)
+
+
+def record_page(request: web.Request, record: dict[str, Any]) -> web.Response:
+    """``GET /sms/{id}`` for a browser: the record (numbers masked) as a page."""
+    response = aiohttp_jinja2.render_template("record.html", request, {"r": record})
     response.headers["Cache-Control"] = "no-store"
     return response
 

@@ -8,11 +8,14 @@ import logging
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.dashboard import record_page, wants_html
 from gateway.keys import gateway_key
 from gateway.openapi import openapi_json
 from gateway.problems import Problem, json_reply
+from gateway.records import list_query, view
 from gateway.service import Gateway, Reply
 from gateway.status import provider_status, ready, recent_sends, status_document
+from gateway.store import BadQueryError, StoreError
 from gateway.validate import Aborted, read_json
 
 log = logging.getLogger(__name__)
@@ -62,26 +65,44 @@ async def _send(request: web.Request, gateway: Gateway) -> web.Response:
     body = await read_json(request)
     snapshot = gateway.runtime.snapshot  # the whole send runs on the config it began with
     key = request.headers.get("Idempotency-Key")
+    if key is not None:
+        # aiohttp keeps bytes that are not UTF-8 as surrogates, which the store cannot take:
+        # the same bytes always give the same (escaped) text
+        key = key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     if key is not None and (not key or len(key) > 255):
         raise Problem(400, "Idempotency-Key must be 1-255 characters", slug="invalid-request")
     return _response(await gateway.send(snapshot, body, caller_id, key))
 
 
 async def get_sms(request: web.Request) -> web.Response:
-    """GET /sms/{id}: the retained record, numbers masked."""
+    """GET /sms/{id}: the stored record, numbers masked (with auth on: the caller's own)."""
     gateway = request.app[gateway_key]
-    caller(request)
-    record = gateway.records.get(request.match_info["id"])
+    record = await gateway.record(request.match_info["id"], caller(request))
     if record is None:
         raise Problem(404, "no send with this id is retained", slug="not-found")
-    return web.json_response(record.as_dict())
+    if wants_html(request):  # the dashboard's link, followed by a browser
+        return record_page(request, view(record))
+    return web.json_response(view(record))
+
+
+async def list_sms(request: web.Request) -> web.Response:
+    """GET /sms: a page of records, newest first; 400 naming a filter that is wrong."""
+    gateway = request.app[gateway_key]
+    caller_id = caller(request)
+    try:
+        query = list_query(request.query, gateway.runtime.config.region, caller_id or None)
+        page = await gateway.records(query)
+    except BadQueryError as exc:
+        raise Problem(400, str(exc), slug="invalid-query", field=exc.field) from None
+    return web.json_response({"items": [view(r) for r in page.items],
+                              "next_cursor": page.next_cursor})
 
 
 async def status(request: web.Request) -> web.Response:
     gateway = request.app[gateway_key]
     doc = status_document(gateway)
     if request.query.get("recent"):
-        doc["recent"] = recent_sends(gateway)
+        doc["recent"] = await recent_sends(gateway)
     return web.json_response(doc)
 
 
@@ -90,7 +111,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    if ready(request.app[gateway_key]):
+    gateway = request.app[gateway_key]
+    try:
+        await gateway.store.check()
+    except StoreError as exc:
+        raise Problem(503, f"the message store is unavailable: {exc}",
+                      slug="store-unavailable") from None
+    if ready(gateway):
         return web.json_response({"status": "ready"})
     raise Problem(503, "no provider can take traffic now", slug="not-ready")
 
@@ -117,12 +144,14 @@ async def admin_breaker(request: web.Request) -> web.Response:
         member.stats.reset()
     else:
         raise Problem(404, "the action must be open, close or reset", slug="not-found")
+    await gateway.keep_forced(name, member.breaker.forced)
     return web.json_response(provider_status(gateway, member))
 
 
 def setup_routes(app: web.Application) -> None:
     app.router.add_post("/sms", send_sms)
     app.router.add_post("/api/sms", send_sms)
+    app.router.add_get("/sms", list_sms)
     app.router.add_get("/sms/{id}", get_sms)
     app.router.add_get("/status", status)
     app.router.add_get("/healthz", healthz)

@@ -25,6 +25,7 @@ from gateway.models_sections import (
     Route,
     Section,
     Server,
+    Storage,
     Template,
     Text,
     written,
@@ -76,7 +77,8 @@ def config_model() -> type[BaseModel]:
         "server": (Server | None, None), "logging": (Logging | None, None),
         "defaults": (Defaults | None, None),
         "templates": (dict[str, Template | None] | None, None),
-        "providers": (list[item], Field(min_length=1)), "routes": (list[Route] | None, None)}
+        "providers": (list[item], Field(min_length=1)), "routes": (list[Route] | None, None),
+        "storage": (Storage | None, None)}
     return create_model("SmsGatewayConfig", __base__=Section, **fields)
 
 

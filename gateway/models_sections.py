@@ -130,8 +130,8 @@ def _duration(positive: bool) -> Callable[[Any], float]:
 
 
 DURATION = written({"type": "number", "minimum": 0},
-                    {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)?\s*$"},
-                    description="250ms, 5s, 2m, 1h or a number of seconds")
+                    {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"},
+                    description="250ms, 5s, 2m, 1h, 30d or a number of seconds")
 
 
 def case_free(*words: str) -> str:
@@ -214,6 +214,15 @@ class Logging(Section):
         "logs/gateway.log", description="relative to the config's folder; null: console only")
     max_bytes: Count1024 = 5_000_000
     backups: Count0 = 5
+
+
+class Storage(Section):
+    url: Text = Field("sqlite:///data/sms-gateway.db", description=(
+        "sqlite:///relative/to/the/config.db, sqlite:////absolute.db, "
+        "postgresql://user:pass@host/db, or memory (tests only)"))
+    retention: Positive = Field(30 * 86400.0, description="records older than this are deleted")
+    idempotency_ttl: Positive = Field(24 * 3600.0, description="how long a key is remembered")
+    keep_params: Flag = Field(False, description="keep params once sending is over")
 
 
 class Breaker(Section):

@@ -1,156 +1,82 @@
-"""In-memory, bounded stores: send records for ``GET /sms/{id}`` and idempotency keys."""
+"""Records as the API shows them (numbers masked), and ``GET /sms`` filters read from a query.
+
+No SQL here: the store (:mod:`gateway.store`) reads and writes; this module only translates.
+"""
 
 from __future__ import annotations
 
-import json
-import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
+import math
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
-from gateway.phones import mask
+from gateway.phones import mask, normalize
+from gateway.store import BadQueryError, ListQuery, MessageRecord
+from gateway.store.models import MAX_LIMIT
+
+FILTERS = ("status", "template", "to", "since", "until", "limit", "cursor")
+# The answer a final status stands for (a failed send: 502 if a provider was called, else 503).
+_HTTP = {"sent": 200, "unknown": 202, "rejected": 422, "rate_limited": 429}
 
 
-@dataclass(slots=True)
-class SendRecord:
-    """What happened to one send; numbers are kept masked only."""
-
-    id: str
-    template: str
-    to: list[str]  # masked
-    created_at: float = field(default_factory=time.time)
-    status: str = "pending"
-    http_status: int = 0
-    provider: str | None = None
-    provider_message_id: str | None = None
-    attempts: list[dict[str, Any]] = field(default_factory=list)
-    refused: list[dict[str, Any]] = field(default_factory=list)  # index in to, masked, code
-
-    @classmethod
-    def start(cls, message_id: str, template: str, numbers: list[str]) -> SendRecord:
-        return cls(message_id, template, [mask(n) for n in numbers])
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "status": self.status, "template": self.template, "to": self.to,
-            "provider": self.provider, "provider_message_id": self.provider_message_id,
-            "created_at": self.created_at, "http_status": self.http_status,
-            "attempts": self.attempts, "refused": self.refused,
-        }
+def view(record: MessageRecord) -> dict[str, Any]:
+    """``GET /sms/{id}``'s body (and one item of ``GET /sms``, and a dashboard row)."""
+    refused = [{"index": record.numbers.index(r.number) if r.number in record.numbers else -1,
+                "to": mask(r.number), "error": r.code}
+               for r in record.recipients if r.status == "refused"]
+    attempts = [{"provider": a.provider, "outcome": a.outcome or "in_flight", "error": a.error,
+                 "duration_ms": None if a.finished_at is None
+                 else round((a.finished_at - a.started_at) * 1000, 1),
+                 "started_at": a.started_at, "finished_at": a.finished_at}
+                for a in record.attempts]
+    http = _HTTP.get(record.status, 0)
+    if record.status == "failed":
+        http = 502 if any(a["outcome"] == "failed" for a in attempts) else 503
+    return {
+        "id": record.id, "status": record.status, "template": record.template,
+        "to": [mask(n) for n in record.numbers], "mode": record.mode,
+        "created_at": record.created_at, "updated_at": record.updated_at,
+        "final_at": record.final_at, "http_status": http, "provider": record.provider,
+        "provider_message_id": record.provider_message_id, "error": record.error,
+        "attempts": attempts, "refused": refused,
+        **({"params": record.params} if record.params is not None else {}),
+    }
 
 
-class Records:
-    """The last ``capacity`` send records, oldest evicted first."""
-
-    def __init__(self, capacity: int = 10_000) -> None:
-        self._capacity = capacity
-        self._items: OrderedDict[str, SendRecord] = OrderedDict()
-
-    def add(self, record: SendRecord) -> None:
-        self._items[record.id] = record
-        if len(self._items) > self._capacity:
-            self._items.popitem(last=False)
-
-    def get(self, message_id: str) -> SendRecord | None:
-        return self._items.get(message_id)
-
-    def recent(self, count: int) -> list[SendRecord]:
-        out = []
-        for record in reversed(self._items.values()):
-            out.append(record)
-            if len(out) == count:
-                break
-        return out
-
-    def __len__(self) -> int:
-        return len(self._items)
+def list_query(query: Mapping[str, str], region: str, caller: str | None) -> ListQuery:
+    """The filters of ``GET /sms``; BadQueryError naming the first field that is wrong."""
+    for name in query:
+        if name not in FILTERS:
+            raise BadQueryError(name, f"unknown filter; use {', '.join(FILTERS)}")
+    to = query.get("to")
+    if to is not None:
+        try:
+            to = normalize(to, region).e164
+        except ValueError as exc:
+            raise BadQueryError("to", str(exc)) from None
+    limit = query.get("limit", "50")
+    if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIMIT:
+        raise BadQueryError("limit", f"a whole number from 1 to {MAX_LIMIT}")
+    return ListQuery(status=query.get("status"), template=query.get("template"), to=to,
+                     caller=caller, since=_time(query, "since"), until=_time(query, "until"),
+                     limit=int(limit), cursor=query.get("cursor"))
 
 
-@dataclass(slots=True)
-class _Entry:
-    fingerprint: str  # of the request as understood: numbers normalized, params in order
-    created: float
-    raw: str = ""  # of the body as sent: a repeat is recognised even after a reload
-    response: tuple[int, str] | None = None  # status, JSON text: a third of the dict's memory
-
-
-class IdempotencyConflict(Exception):
-    """The key is in use: ``reason`` says whether by another body or by a send in flight."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-CONFLICT = "this Idempotency-Key was used with a different request body"
-
-
-class IdempotencyStore:
-    """``Idempotency-Key`` -> the first answer, for ``ttl`` seconds, at most ``capacity`` keys."""
-
-    def __init__(self, capacity: int = 100_000, ttl: float = 24 * 3600,
-                 clock: Any = time.monotonic) -> None:
-        self._capacity = capacity
-        self._ttl = ttl
-        self._clock = clock
-        self._items: OrderedDict[str, _Entry] = OrderedDict()
-
-    def lookup(self, key: str, raw: str) -> tuple[int, dict[str, Any]] | None:
-        """The answer stored for exactly this body under ``key``, if any.
-
-        IdempotencyConflict while the first is in flight.
-
-        Checked before the body is validated, so a repeat is replayed even when a reload has
-        since changed what is valid (a template's params, say).
-        """
-        entry = self._live(key)
-        if entry is None or not raw or entry.raw != raw:
-            return None
-        return self._answer(entry)
-
-    def begin(self, key: str, fingerprint: str, raw: str = "") -> tuple[int, dict[str, Any]] | None:
-        """The stored answer for a repeat, None for a new key (now reserved).
-
-        IdempotencyConflict for another body, or while the first is in flight."""
-        now = self._clock()
-        for _ in range(len(self._items)):
-            oldest_key, oldest = next(iter(self._items.items()))
-            if now - oldest.created < self._ttl and len(self._items) < self._capacity:
-                break
-            if oldest.response is None:  # in flight: forgetting it now would allow a duplicate
-                self._items.move_to_end(oldest_key)
-                continue
-            del self._items[oldest_key]
-        entry = self._live(key)
-        if entry is None:
-            self._items[key] = _Entry(fingerprint, now, raw)
-            return None
-        if entry.fingerprint != fingerprint:
-            raise IdempotencyConflict(CONFLICT)
-        return self._answer(entry)
-
-    def _live(self, key: str) -> _Entry | None:
-        entry = self._items.get(key)
-        if entry is None or self._clock() - entry.created >= self._ttl:
-            return None
-        return entry
-
-    @staticmethod
-    def _answer(entry: _Entry) -> tuple[int, dict[str, Any]]:
-        if entry.response is None:
-            raise IdempotencyConflict("a request with this Idempotency-Key is still in flight")
-        status, text = entry.response
-        return status, json.loads(text)
-
-    def finish(self, key: str, status: int, body: dict[str, Any]) -> None:
-        """Keep the answer for repeats."""
-        entry = self._items.get(key)
-        if entry is not None:
-            entry.response = (status, json.dumps(body, ensure_ascii=False))
-
-    def __contains__(self, key: str) -> bool:
-        return self._live(key) is not None
-
-    def forget(self, key: str) -> None:
-        """Free the key: nothing was sent, so a retry with it may send."""
-        self._items.pop(key, None)
+def _time(query: Mapping[str, str], name: str) -> float | None:
+    """RFC 3339 with an offset (``2026-12-03T05:00:00Z``) or Unix seconds."""
+    text = query.get(name)
+    if text is None:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed.tzinfo is None:
+            raise BadQueryError(name, "RFC 3339 with an offset, or Unix seconds") from None
+        seconds = parsed.timestamp()
+    if not math.isfinite(seconds) or not 0 <= seconds < 1e11:
+        raise BadQueryError(name, "out of range")
+    return seconds

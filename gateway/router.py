@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.breaker import CircuitBreaker
 from gateway.config import Config, ProviderConfig, TemplateConfig
@@ -111,6 +111,14 @@ class Attempt:
                 "error": self.error or None, "duration_ms": round(self.duration_ms, 1)}
 
 
+class Journal(Protocol):
+    """Told of each provider call: ``before`` it (raising means: do not call), ``after`` it."""
+
+    async def before(self, provider: str) -> None: ...
+
+    def after(self, attempt: Attempt) -> None: ...
+
+
 @dataclass(slots=True)
 class Outcome:
     """What the router concluded, ready to become a response."""
@@ -162,7 +170,7 @@ class Router:
             task.cancel()
 
     async def send(self, snapshot: Snapshot, message: Message, template: TemplateConfig,
-                   countries: frozenset[str]) -> Outcome:
+                   countries: frozenset[str], journal: Journal | None = None) -> Outcome:
         deadline = self._clock() + snapshot.config.deadline
         plan = snapshot.plan(message.template, countries, self._rand)
         attempts: list[Attempt] = []
@@ -183,11 +191,14 @@ class Router:
             if permit is None:
                 attempts.append(self._skip(member, f"circuit {member.breaker.state.value}"))
                 continue
-            started = self._clock()
             try:
+                if journal is not None:  # the attempt is recorded before the call, or not made
+                    await journal.before(member.name)
+                started = self._clock()
                 result, error = await self._call(member, message, timeout)
-            except asyncio.CancelledError:
-                member.breaker.release(permit)  # the caller went away: says nothing of the provider
+            except BaseException:
+                # The caller went away, or the store: either says nothing of the provider.
+                member.breaker.release(permit)
                 raise
             member.breaker.record(permit, result.health, _seconds(result.retry_after))
             attempt = Attempt(member.name, _OUTCOME[result.delivery], result.reason,
@@ -195,6 +206,8 @@ class Router:
                               sent=result.delivery is not Delivery.NOT_SENT)
             self._observe(member, attempt, error)
             attempts.append(attempt)
+            if journal is not None:
+                journal.after(attempt)
             final = self._conclude(member, result, template, attempts)
             if final is not None:
                 return final

@@ -1,6 +1,7 @@
 """The sending service: what handlers reach through ``app[gateway_key]``.
 
-It owns the runtime (the running config and its providers), records and idempotency, reports
+It owns the runtime (the running config and its providers) and the message store (records and
+idempotency keys, :mod:`gateway.store`), reports
 every outcome to its :class:`~gateway.observe.Observer` (which keeps the metrics), and turns a
 valid request into a :class:`Reply`. It knows nothing of routes or requests: the
 factory (:mod:`gateway.app`) wires it, the handlers (:mod:`gateway.handlers`) translate HTTP.
@@ -21,14 +22,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway import storage as storage_
 from gateway.config import Config
 from gateway.metrics import Metrics
 from gateway.observe import Observer
 from gateway.phones import mask
 from gateway.problems import Problem, problem_body
-from gateway.records import CONFLICT, IdempotencyConflict, IdempotencyStore, Records, SendRecord
+from gateway.recorder import Recorder
 from gateway.router import Outcome, Router, Snapshot
 from gateway.runtime import Runtime
+from gateway.storage import available, available_now, unavailable
+from gateway.store import (
+    KeyConflict,
+    ListQuery,
+    MessageRecord,
+    NewMessage,
+    Page,
+    Replay,
+    Store,
+    StoreError,
+    body_hash,
+    open_store,
+)
 from gateway.validate import SendRequest, parse_send
 from providers.base import Message
 from providers.wire import Pool
@@ -41,6 +56,8 @@ log = logging.getLogger(__name__)
 # A stored answer is replayed only when the send's outcome is final; 429/502/503 sent nothing,
 # so a retry with the same key must be free to try again.
 _REPLAYABLE = frozenset({200, 202, 422})
+CONFLICT = "this Idempotency-Key was used with a different request body"
+IN_FLIGHT = "a request with this Idempotency-Key is still in flight"
 _PROBLEM_SLUG = {422: "rejected-by-provider", 429: "recipient-rate-limited",
                  502: "all-providers-failed", 503: "no-provider-available"}
 
@@ -51,8 +68,10 @@ class Gateway:
     def __init__(self, config: Config, *, config_path: Path | None = None,
                  loader: Callable[[], Config] | None = None,
                  emulators: Mapping[str, EmulatorServer] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.initial_config = config
+        self.wall_clock = wall_clock  # the store's: record times, key expiry, retention
         self.config_path = config_path
         self.loader = loader
         self.emulators = dict(emulators or {})
@@ -61,8 +80,7 @@ class Gateway:
         self._cutoff: asyncio.TimerHandle | None = None
         self.observer = Observer(self._breaker_states)
         self.router = Router(self.observer.on_attempt, clock=clock)
-        self.records = Records()
-        self.idempotency = IdempotencyStore()
+        self._store: Store | None = None
         # One reload at a time: a file change and a SIGHUP together must not apply an older
         # read of the file after a newer one.
         self.reload_lock = asyncio.Lock()
@@ -73,6 +91,12 @@ class Gateway:
         if self._runtime is None:
             raise RuntimeError("the gateway is not started")
         return self._runtime
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("the gateway is not started")
+        return self._store
 
     @property
     def metrics(self) -> Metrics:
@@ -88,19 +112,37 @@ class Gateway:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """The one ClientSession and the providers built on it, while the app runs."""
+        """The store (migrated; a StoreError if it cannot be used), its retention sweep, and
+        the one ClientSession and the providers built on it, while the app runs."""
+        storage = self.initial_config.storage  # read at start: a reload does not move it
+        storage_.make_default_folder(storage)
+        self._store = await open_store(storage.url, base=storage.base, clock=self.wall_clock,
+                                       idempotency_ttl=storage.idempotency_ttl)
+        sweeper = asyncio.create_task(storage_.sweeping(self._store, storage.retention))
         # The pool's size is fixed when the session is made; its wait is read per request.
         pool = Pool(self.initial_config.server.pool_size, self._pool_wait,
                     self.observer.on_pool_wait)
-        async with pool.session() as session:
-            self._runtime = Runtime(self.initial_config, session, clock=self.clock,
-                                    on_transition=self.observer.on_transition)
-            try:
-                yield
-            finally:
-                if self._cutoff is not None:
-                    self._cutoff.cancel()
-                self._runtime = None
+        try:
+            async with pool.session() as session:
+                self._runtime = Runtime(self.initial_config, session, clock=self.clock,
+                                        on_transition=self.observer.on_transition)
+                await storage_.restore_forced(self._store, self._runtime)
+                try:
+                    yield
+                finally:
+                    if self._cutoff is not None:
+                        self._cutoff.cancel()
+                    self._runtime = None
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await self._store.close()  # what is queued is written first
+            self._store = None
+
+    async def keep_forced(self, name: str, forced: bool) -> None:
+        """Remember an operator's force-open (or its end) for the next start."""
+        await storage_.keep_forced(self.store, name, forced)
 
     def shutting_down(self) -> None:
         """The server now waits up to ``shutdown_timeout`` for in-flight sends, then drops their
@@ -139,48 +181,60 @@ class Gateway:
     async def send(self, snapshot: Snapshot, body: Any, caller_id: str,
                    key: str | None) -> Reply:
         """Validate ``body`` and send it; with an Idempotency-Key (``key``, scoped to the
-        caller), the same body again is answered by replaying the first reply."""
+        caller), the same body again is answered by replaying the first reply, also after a
+        restart: the claim is a row in the store, taken before the body is even validated."""
         if key is None:
-            return await self.dispatch(snapshot, parse_send(body, snapshot.config))
-        scoped = f"{caller_id}\0{key}"
-        raw = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+            return await self.dispatch(snapshot, parse_send(body, snapshot.config), caller_id)
+        keys = self.store.idempotency
+        fingerprint = body_hash(json.dumps(body, sort_keys=True).encode())
+        claim = await available(keys.claim(caller_id, key, fingerprint))
+        if isinstance(claim, Replay):
+            return Reply(claim.status_code, claim.response, replayed=True)
+        if isinstance(claim, KeyConflict):
+            reason = CONFLICT if claim.reason == "different_body" else IN_FLIGHT
+            raise Problem(409, reason, slug="idempotency-conflict")
         try:
-            stored = self.idempotency.lookup(scoped, raw)  # the very same body: replay it
-            if stored is None:
-                send = parse_send(body, snapshot.config)
-                stored = self.idempotency.begin(scoped, send.fingerprint(), raw)
-        except IdempotencyConflict as exc:
-            raise Problem(409, exc.reason, slug="idempotency-conflict") from None
-        except Problem:  # the body is invalid
-            if scoped in self.idempotency:  # and the key is taken by another one
-                raise Problem(409, CONFLICT, slug="idempotency-conflict") from None
-            raise  # nothing was sent: the key stays free, as after a 502 or 503
-        if stored is not None:
-            return Reply(*stored, replayed=True)
-        try:
-            reply = await self.dispatch(snapshot, send)
+            reply = await self.dispatch(snapshot, parse_send(body, snapshot.config), caller_id,
+                                        key)
         except BaseException:
-            self.idempotency.forget(scoped)
+            await self._release(caller_id, key)  # nothing was sent: a retry may send
             raise
-        if reply.status in _REPLAYABLE:
-            self.idempotency.finish(scoped, reply.status, reply.body)
-        else:
-            self.idempotency.forget(scoped)
+        if reply.status not in _REPLAYABLE:
+            await self._release(caller_id, key)
+            return reply
+        try:
+            await keys.complete(caller_id, key, reply.status, reply.body, reply.body.get("id"))
+        except StoreError as exc:  # sent all the same: the caller gets its answer
+            log.error("send %s: its Idempotency-Key could not be kept: %s",
+                      reply.body.get("id"), exc)
         return reply
 
-    async def dispatch(self, snapshot: Snapshot, send: SendRequest) -> Reply:
-        """Route one valid request and turn the outcome into the API's response."""
+    async def _release(self, caller_id: str, key: str) -> None:
+        try:
+            await self.store.idempotency.release(caller_id, key)
+        except StoreError as exc:
+            log.warning("an Idempotency-Key stays claimed until it expires: %s", exc)
+
+    async def dispatch(self, snapshot: Snapshot, send: SendRequest, caller_id: str = "",
+                       key: str | None = None) -> Reply:
+        """Route one valid request, recording it, and turn the outcome into the response."""
         started = self.clock()
+        available_now(self.store)
         message = Message(uuid.uuid4().hex, tuple(n.e164 for n in send.numbers),
                           send.template.name, send.params)
-        record = SendRecord.start(message.id, message.template, list(message.to))
-        self.records.add(record)
-        outcome = await self.router.send(snapshot, message, send.template, send.countries)
-        record.status, record.http_status = outcome.state, outcome.status
-        record.provider, record.provider_message_id = outcome.provider, outcome.provider_message_id
-        record.attempts = [a.as_dict() for a in outcome.attempts]
+        recorder = Recorder(self.store.records, NewMessage(
+            message.id, caller_id, message.template, message.to, dict(send.params),
+            idempotency_key=key), keep_params=snapshot.config.storage.keep_params)
+        outcome = await available(
+            self.router.send(snapshot, message, send.template, send.countries, recorder))
         refused = _refused(message.to, outcome.refused)
-        record.refused = [{"index": i, "to": mask(n), "error": code} for i, n, code in refused]
+        try:
+            await recorder.finish(outcome, {n: code for i, n, code in refused if i >= 0})
+        except StoreError as exc:
+            if not recorder.called:  # nothing was sent: nothing unrecorded goes out
+                raise unavailable() from None
+            log.error("send %s: its final status could not be recorded: %s", message.id, exc)
+        attempts = [a.as_dict() for a in outcome.attempts]
         self.observer.on_send(self.clock() - started)
         log.info("send %s %s via %s: %s", message.id, message.template,
                  outcome.provider or "-", outcome.state)
@@ -188,7 +242,20 @@ class Gateway:
             log.warning("send %s: %s refused %d of %d recipients: %s", message.id,
                         outcome.provider, len(refused), len(message.to),
                         ", ".join(f"{mask(n)} {code}" for _, n, code in refused))
-        return _reply(message, outcome, record.attempts, refused)
+        return _reply(message, outcome, attempts, refused)
+
+    # -- reading records ---------------------------------------------------------------------
+
+    async def record(self, message_id: str, caller_id: str) -> MessageRecord | None:
+        """One record, if this caller may read it (with auth on, its own only)."""
+        found = await available(self.store.records.get(message_id))
+        if found is None or (caller_id and found.caller != caller_id):
+            return None
+        return found
+
+    async def records(self, query: ListQuery) -> Page:
+        """A page of records; BadQueryError naming a filter the store cannot use."""
+        return await available(self.store.records.list(query))
 
 
 @dataclass(frozen=True, slots=True)

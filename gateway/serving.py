@@ -109,13 +109,19 @@ def _tune_gc() -> None:
 async def _run(app: web.Application, config: Config, args: argparse.Namespace,
                log_file: Path | None) -> int:
     from gateway.reload import reload_now
+    from gateway.store import StoreError  # with the app: importing cli sets nothing up
 
     # keepalive_timeout is aiohttp's idle timer: armed when a connection opens and after each
     # response, it closes a connection whose next request's headers are not all in by then.
     runner = web.AppRunner(app, handle_signals=False, access_log=logging.getLogger(
         "aiohttp.access"), shutdown_timeout=config.server.shutdown_timeout,
         keepalive_timeout=config.server.header_timeout)
-    await runner.setup()
+    try:
+        await runner.setup()  # opens (and migrates) the message store
+    except StoreError as exc:
+        log.error("not starting: %s", exc)
+        await runner.cleanup()
+        return EXIT_CONFIG
     site = CappedSite(runner, args.host, args.port, header_timeout=config.server.header_timeout,
                       max_connections=within_fd_limit(config.server.max_connections))
     try:
@@ -149,7 +155,8 @@ async def _run(app: web.Application, config: Config, args: argparse.Namespace,
     banner = f"sms-gateway {__version__} on http://{args.host}:{args.port}/ (dashboard at /)"
     if config.emulated:
         banner += " - emulated: nothing is delivered"
-    log.info("%s; config %s; log file %s", banner, config.source, log_file or "none")
+    log.info("%s; config %s; log file %s; message store %s", banner, config.source,
+             log_file or "none", app[gateway_key].store.target.shown)
     await stopping.wait()
     await runner.cleanup()
     log.info("stopped")

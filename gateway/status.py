@@ -6,8 +6,10 @@ import time
 from typing import Any
 
 from gateway import __version__
+from gateway.records import view
 from gateway.router import Member
 from gateway.service import Gateway
+from gateway.store import ListQuery, StoreError
 
 EMULATED_NOTICE = "emulated: nothing is delivered"
 
@@ -78,6 +80,12 @@ def status_document(gateway: Gateway) -> dict[str, Any]:
     }
 
 
-def recent_sends(gateway: Gateway, count: int = 15) -> list[dict[str, Any]]:
-    """The last sends, numbers masked."""
-    return [r.as_dict() for r in gateway.records.recent(count)]
+async def recent_sends(gateway: Gateway, count: int = 15,
+                       status: str | None = None) -> list[dict[str, Any]]:
+    """The last sends from the store (so they survive a restart), numbers masked; none while
+    the store is unavailable (``/readyz`` says so)."""
+    try:
+        page = await gateway.store.records.list(ListQuery(status=status, limit=count))
+    except StoreError:
+        return []
+    return [view(r) for r in page.items]

@@ -215,12 +215,12 @@ def substitute(text: str, env: Mapping[str, str] | None = None) -> Substitution:
     return Substitution(_VAR.sub(repl, text), missing)
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 def parse_duration(value: Any) -> float:
-    """``250ms``, ``5s``, ``2m``, ``1h`` or a bare number of seconds, as seconds."""
+    """``250ms``, ``5s``, ``2m``, ``1h``, ``30d`` or a bare number of seconds, as seconds."""
     if isinstance(value, bool):
         raise ValueError("expected a duration like 250ms, 5s or 2m")
     if isinstance(value, int | float):

@@ -24,7 +24,8 @@ from gateway.service import Gateway
 # are the emulators' (filled in by emulated_loader); credentials are ${VAR}s it resolves.
 def build_config(*, server: Mapping[str, Any] | None = None,
                 defaults: Mapping[str, Any] | None = None,
-                providers: Sequence[Mapping[str, Any]] | None = None) -> str:
+                providers: Sequence[Mapping[str, Any]] | None = None,
+                storage: Mapping[str, Any] | None = None) -> str:
     """TEST_CONFIG with keys of ``server``/``defaults`` added or replaced, or other providers:
     built, never edited as text (a replace that matches nothing would test nothing)."""
     return gateway_config(
@@ -36,6 +37,7 @@ def build_config(*, server: Mapping[str, Any] | None = None,
                               "max_open_for": "300s", "half_open_probes": 1},
                   **(defaults or {})},
         providers=providers or [provider("aliyun", priority=1), provider("huawei", priority=2)],
+        storage=storage or {"url": "memory"},
     )
 
 # Small timeouts and thresholds keep fault tests fast; everything else as shipped. Endpoints
@@ -113,12 +115,13 @@ async def make_gateway(
     aiohttp_client: Any, emulators: dict[str, EmulatorServer], tmp_path: Path,
 ) -> MakeGateway:
     async def make(text: str = TEST_CONFIG, *, watch: bool = False,
-                   clock: Callable[[], float] = time.monotonic) -> Harness:
+                   clock: Callable[[], float] = time.monotonic,
+                   wall_clock: Callable[[], float] = time.time) -> Harness:
         path = tmp_path / "config.yaml"
         path.write_text(text)
         loader = emulated_loader(path, emulators)
         app = create_app(loader(), config_path=path, loader=loader, emulators=emulators,
-                         watch=watch, clock=clock)
+                         watch=watch, clock=clock, wall_clock=wall_clock)
         return Harness(await aiohttp_client(app), emulators, path)
 
     return make

@@ -223,7 +223,7 @@ async def test_unknown_routes_are_problems(gw: Harness) -> None:
     response = await gw.client.get("/nope")
     assert response.status == 404
     assert response.content_type == "application/problem+json"
-    response = await gw.client.get("/sms")
+    response = await gw.client.delete("/sms")
     assert response.status == 405
     for missing in ("/static/nope.css", "/static/..%2Fconfig.yaml", "/static/"):
         response = await gw.client.get(missing)

@@ -65,7 +65,7 @@ class Running:
         """Whether the gateway has ``count`` sends in flight (its records say so)."""
         async with session.get(f"{self.url}/status?recent=1") as response:
             recent = (await response.json())["recent"]
-        return int(sum(r["status"] == "pending" for r in recent)) >= count
+        return int(sum(r["status"] == "sending" for r in recent)) >= count
 
     async def refuses_connections(self) -> bool:
         try:

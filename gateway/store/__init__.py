@@ -18,6 +18,7 @@ from gateway.store.idempotency import Claim, KeyConflict, New, Replay, body_hash
 from gateway.store.models import (
     FINAL,
     STATUSES,
+    AttemptEnd,
     ListQuery,
     MessageRecord,
     NewMessage,
@@ -31,6 +32,7 @@ from gateway.store.store import Store, open_store, upgrade
 __all__ = [
     "FINAL",
     "STATUSES",
+    "AttemptEnd",
     "BadQueryError",
     "Claim",
     "CorruptStoreError",

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, text
+# Alembic narrates every import and start at INFO ("setup plugin ...", "Context impl
+# SQLiteImpl."): only its warnings count, so this comes before its first import.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
-from gateway.store.errors import SchemaTooNewError
+from alembic import command  # noqa: E402
+from alembic.config import Config  # noqa: E402
+from alembic.runtime.migration import MigrationContext  # noqa: E402
+from alembic.script import ScriptDirectory  # noqa: E402
+from sqlalchemy import Connection, text  # noqa: E402
+
+from gateway.store.errors import SchemaTooNewError  # noqa: E402
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Any constant: replicas starting together migrate one after the other (PostgreSQL only).

@@ -29,6 +29,16 @@ class NewMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """How attempt ``seq`` ended: written with the next step (next attempt or final status)."""
+
+    seq: int
+    outcome: str
+    error: str | None = None
+    provider_message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StoredAttempt:
     """One provider call: started before the call, finished after (unfinished: maybe sent)."""
 

@@ -10,7 +10,7 @@ from sqlalchemy import BindParameter, Connection, bindparam, delete, select, upd
 from gateway.store.db import Database
 from gateway.store.errors import UnknownMessageError
 from gateway.store.listing import fetch_one, fetch_page
-from gateway.store.models import FINAL, ListQuery, MessageRecord, NewMessage, Page
+from gateway.store.models import FINAL, AttemptEnd, ListQuery, MessageRecord, NewMessage, Page
 from gateway.store.prepared import Prepared
 from gateway.store.schema import attempts, messages, recipients, to_us
 
@@ -31,6 +31,10 @@ _START = Prepared(
 _END_ATTEMPT = Prepared(
     update(attempts).where(attempts.c.message_id == _MID, attempts.c.seq == bindparam("b_seq")),
     ("finished_at", "outcome", "error", "provider_message_id"))
+_REFUSED = Prepared(
+    update(recipients).where(recipients.c.message_id == _MID,
+                             recipients.c.number == bindparam("b_number")),
+    ("status", "code", "at"))
 _RECIPIENT_ID = Prepared(
     update(recipients).where(recipients.c.message_id == _MID,
                              recipients.c.number == bindparam("b_number")),
@@ -49,11 +53,13 @@ class RecordStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def create(self, new: NewMessage) -> None:
-        """Write the message (status ``sending``, or ``queued`` when async) and its numbers."""
+    async def create(self, new: NewMessage, provider: str | None = None) -> int | None:
+        """Write the message (status ``sending``, or ``queued`` when async) and its numbers;
+        with ``provider``, also its first attempt (one transaction: the send path's first
+        write), and then that attempt's sequence number."""
         numbers = list(dict.fromkeys(new.numbers))  # one row per distinct number
 
-        def write(conn: Connection) -> None:
+        def write(conn: Connection) -> int | None:
             now = self._db.now_us()
             _INSERT_MESSAGE.execute(conn, {
                 "id": new.id, "caller": new.caller, "template": new.template,
@@ -67,21 +73,20 @@ class RecordStore:
             _INSERT_RECIPIENT.many(conn, [
                 {"message_id": new.id, "number": number, "created_at": now}
                 for number in numbers])
+            return None if provider is None else _start(conn, now, new.id, provider)
 
-        await self._db.write(write)
+        return await self._db.write(write)
 
-    async def attempt_started(self, message_id: str, provider: str) -> int:
-        """Record that ``provider`` is about to be called; the attempt's sequence number."""
+    async def attempt_started(self, message_id: str, provider: str,
+                              previous: AttemptEnd | None = None) -> int:
+        """Record that ``provider`` is about to be called (and, in the same transaction, how
+        the ``previous`` attempt ended); the attempt's sequence number."""
 
         def write(conn: Connection) -> int:
             now = self._db.now_us()
-            # The row lock of this UPDATE makes the count race-free across replicas too.
-            seq = _START.one(conn, {"b_mid": message_id, "b_now": now})
-            if seq is None:
-                raise UnknownMessageError(message_id)
-            _INSERT_ATTEMPT.execute(conn, {"message_id": message_id, "seq": seq,
-                                           "provider": provider, "started_at": now})
-            return int(seq)
+            if previous is not None:
+                _end(conn, now, message_id, previous)
+            return _start(conn, now, message_id, provider)
 
         return await self._db.write(write)
 
@@ -92,11 +97,8 @@ class RecordStore:
         """Record how attempt ``seq`` ended; ``recipient_ids``: number -> per-recipient id."""
 
         def write(conn: Connection) -> None:
-            done = _END_ATTEMPT.count(conn, {
-                "b_mid": message_id, "b_seq": seq, "finished_at": self._db.now_us(),
-                "outcome": outcome, "error": error, "provider_message_id": provider_message_id})
-            if done == 0:
-                raise UnknownMessageError(f"{message_id} attempt {seq}")
+            _end(conn, self._db.now_us(), message_id,
+                 AttemptEnd(seq, outcome, error, provider_message_id))
             if recipient_ids:
                 _RECIPIENT_ID.many(conn, [
                     {"b_mid": message_id, "b_number": number, "provider_message_id": one}
@@ -106,14 +108,23 @@ class RecordStore:
 
     async def finish(self, message_id: str, status: str, *, provider: str | None = None,
                      provider_message_id: str | None = None, error: str | None = None,
-                     keep_params: bool = False) -> bool:
+                     keep_params: bool = False, last: AttemptEnd | None = None,
+                     refused: Mapping[str, str] | None = None) -> bool:
         """Set the final status once (params erased unless ``keep_params``); False if it was
-        already final (a final status is never overwritten here; receipts move ``sent`` on)."""
+        already final (a final status is never overwritten here; receipts move ``sent`` on).
+        In the same transaction: how the ``last`` attempt ended, and the numbers the provider
+        ``refused`` (number -> its code; recipient status ``refused``)."""
         if status not in FINAL:
             raise ValueError(f"{status!r} is not a final status ({', '.join(sorted(FINAL))})")
 
         def write(conn: Connection) -> bool:
             now = self._db.now_us()
+            if last is not None:
+                _end(conn, now, message_id, last)
+            if refused:
+                _REFUSED.many(conn, [
+                    {"b_mid": message_id, "b_number": number, "status": "refused",
+                     "code": code, "at": now} for number, code in refused.items()])
             values: dict[str, object] = {
                 "b_mid": message_id, "status": status, "final_at": now, "updated_at": now,
                 "provider": provider, "provider_message_id": provider_message_id, "error": error,
@@ -147,6 +158,24 @@ class RecordStore:
             total += deleted
             if deleted < batch:
                 return total
+
+
+def _start(conn: Connection, now: int, message_id: str, provider: str) -> int:
+    # The row lock of this UPDATE makes the count race-free across replicas too.
+    seq = _START.one(conn, {"b_mid": message_id, "b_now": now})
+    if seq is None:
+        raise UnknownMessageError(message_id)
+    _INSERT_ATTEMPT.execute(conn, {"message_id": message_id, "seq": seq, "provider": provider,
+                                   "started_at": now})
+    return int(seq)
+
+
+def _end(conn: Connection, now: int, message_id: str, end: AttemptEnd) -> None:
+    done = _END_ATTEMPT.count(conn, {
+        "b_mid": message_id, "b_seq": end.seq, "finished_at": now, "outcome": end.outcome,
+        "error": end.error, "provider_message_id": end.provider_message_id})
+    if done == 0:
+        raise UnknownMessageError(f"{message_id} attempt {end.seq}")
 
 
 def _purge_batch(conn: Connection, cutoff: int, batch: int) -> int:

@@ -56,12 +56,17 @@ class Store:
         records = await self.records.purge(self._db.clock() - retention)
         return records, await self.idempotency.expire()
 
-    async def check(self) -> None:
-        """Raise StoreUnavailableError unless the database answers (for a readiness probe); a
-        SQLite file that was moved or deleted while open counts as gone."""
+    def ensure_file(self) -> None:
+        """Raise StoreUnavailableError if the SQLite file was moved or deleted while open:
+        what is written then would vanish with it. One stat(): cheap enough for every send."""
         if self.target.path is not None and _inode(self.target.path) != self._inode:
             raise StoreUnavailableError(
                 f"storage file {self.target.path} was moved or deleted while in use")
+
+    async def check(self) -> None:
+        """Raise StoreUnavailableError unless the database answers (for a readiness probe); a
+        SQLite file that was moved or deleted while open counts as gone."""
+        self.ensure_file()
         await self._db.read(lambda conn: conn.exec_driver_sql("SELECT 1").scalar())
 
     async def close(self) -> None:

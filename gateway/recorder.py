@@ -1,0 +1,60 @@
+"""One send's record in the store, kept in step with the router.
+
+The record and its first attempt are written in one transaction just before the first provider
+call; each further attempt (with how the previous one ended) before its call; the final status
+(with how the last attempt ended, and the numbers a provider refused) after. Two writes for a
+send that the first provider takes, each shared with concurrent sends by the group commit.
+"""
+
+from __future__ import annotations
+
+from gateway.router import Attempt, Outcome
+from gateway.store import AttemptEnd, NewMessage
+from gateway.store.records import RecordStore
+
+# The router's verdict -> the record's final status ("unavailable": nothing was sent).
+_FINAL = {"sent": "sent", "unknown": "unknown", "rejected": "rejected",
+          "rate_limited": "rate_limited", "failed": "failed", "unavailable": "failed"}
+
+
+class Recorder:
+    """The router's journal for one message (see :class:`gateway.router.Journal`)."""
+
+    def __init__(self, records: RecordStore, new: NewMessage, *, keep_params: bool) -> None:
+        self._records = records
+        self._new = new
+        self._keep_params = keep_params
+        self._created = False
+        self._seq: int | None = None  # the attempt in progress
+        self._ended: AttemptEnd | None = None  # how it ended, written with the next step
+
+    @property
+    def called(self) -> bool:
+        """Whether any provider call was recorded (and so may have been made)."""
+        return self._seq is not None
+
+    async def before(self, provider: str) -> None:
+        """Record the attempt about to be made; a StoreError means it must not be made."""
+        if not self._created:
+            self._seq = await self._records.create(self._new, provider)
+            self._created = True
+        else:
+            self._seq = await self._records.attempt_started(self._new.id, provider, self._ended)
+        self._ended = None
+
+    def after(self, attempt: Attempt) -> None:
+        if self._seq is not None:
+            self._ended = AttemptEnd(self._seq, attempt.outcome, attempt.error or None)
+
+    async def finish(self, outcome: Outcome, refused: dict[str, str]) -> None:
+        """The final status; ``refused``: our number -> the provider's code for it."""
+        if not self._created:  # no provider was tried: the record is written now
+            await self._records.create(self._new)
+            self._created = True
+        last = self._ended
+        if last is not None and outcome.provider_message_id and outcome.state == "sent":
+            last = AttemptEnd(last.seq, last.outcome, last.error, outcome.provider_message_id)
+        await self._records.finish(
+            self._new.id, _FINAL.get(outcome.state, "unknown"), provider=outcome.provider,
+            provider_message_id=outcome.provider_message_id, error=outcome.reason or None,
+            keep_params=self._keep_params, last=last, refused=refused)
