@@ -16,9 +16,13 @@ RUN useradd --system --uid 10001 --create-home --home-dir /app sms
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index /wheels/*.whl && rm -rf /wheels
 COPY config.yaml config.schema.json /etc/sms-gateway/
-# In a container the log goes to stdout only (docker logs): no log file inside the image.
-RUN sed -i -E 's#^(  file:) logs/gateway\.log( +)#\1 null            \2#' \
-      /etc/sms-gateway/config.yaml && grep -qE '^  file: null ' /etc/sms-gateway/config.yaml
+# In a container the log goes to stdout only (docker logs): no log file inside the image; the
+# message store lives on a volume the non-root user owns (/etc/sms-gateway is read-only to it).
+RUN sed -i -E 's#^(  file:) logs/gateway\.log( +)#\1 null            \2#; s#^(  url:) sqlite:///data/sms-gateway\.db#\1 sqlite:////var/lib/sms-gateway/sms-gateway.db#' \
+      /etc/sms-gateway/config.yaml && grep -qE '^  file: null ' /etc/sms-gateway/config.yaml \
+    && grep -q 'sqlite:////var/lib/sms-gateway/' /etc/sms-gateway/config.yaml \
+    && mkdir -p /var/lib/sms-gateway && chown sms /var/lib/sms-gateway
+VOLUME /var/lib/sms-gateway
 WORKDIR /app
 USER sms
 EXPOSE 8080

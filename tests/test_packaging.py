@@ -151,8 +151,8 @@ def test_docker_and_ci_use_the_constraints() -> None:
 
 
 def test_docker_image_config_logs_to_stdout(tmp_path: Path) -> None:
-    """The image's default config has no log file (docker logs reads stdout), by the very sed
-    expression the Dockerfile runs on config.yaml."""
+    """The image's default config has no log file (docker logs reads stdout) and keeps its store
+    on the volume, by the very sed expression the Dockerfile runs on config.yaml."""
     dockerfile = (ROOT / "Dockerfile").read_text()
     match = re.search(r"RUN sed -i -E '([^']+)'", dockerfile)
     assert match is not None
@@ -164,3 +164,6 @@ def test_docker_image_config_logs_to_stdout(tmp_path: Path) -> None:
                    timeout=10)
     assert yaml.safe_load((ROOT / "config.yaml").read_text())["logging"]["file"]
     assert yaml.safe_load(copy.read_text())["logging"]["file"] is None
+    assert yaml.safe_load(copy.read_text())["storage"]["url"] \
+        == "sqlite:////var/lib/sms-gateway/sms-gateway.db"
+    assert "VOLUME /var/lib/sms-gateway" in dockerfile
