@@ -82,7 +82,8 @@ def test_identical_lines_are_held_back_and_summarised() -> None:
 
 async def test_the_seeds_factory_name_builds_the_same_app(
         aiohttp_client: AiohttpClient) -> None:
-    config = parse_config(sandbox_config(), env={})
+    # in memory: parsed from text, a default store would land in the working directory
+    config = parse_config(sandbox_config() + "storage: {url: memory}\n", env={})
     client = await aiohttp_client(create_app_by_config(config))
     response = await client.post("/sms", json=SEND)
     assert response.status == 200
