@@ -3,9 +3,11 @@ on each store engine: 401 for no or a wrong key, 403 problem+json for a key with
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from conftest import NUMBER, Harness, MakeGateway, build_config
+from gateway.keys import gateway_key
 
 PLAIN = "k-plain"
 READER: dict[str, Any] = {"name": "reader", "key": "k-read", "rights": ["read"]}
@@ -99,3 +101,15 @@ async def test_with_auth_off_every_right_but_read_numbers(make_gateway: MakeGate
     listed = await (await gw.client.get("/sms")).json()
     assert [r["id"] for r in listed["items"]] == [mine] and NUMBER not in str(listed)
     assert (await gw.client.post("/admin/providers/aliyun/open", json={})).status == 200
+
+
+async def test_callers_are_recorded_by_name_or_the_same_key_hash_as_before(
+        make_gateway: MakeGateway, store_url: str) -> None:
+    gw = await gateway(make_gateway, store_url, PLAIN, OPS)
+    store = gw.client.app[gateway_key].store
+    plain = (await (await gw.send(headers=bearer(PLAIN))).json())["id"]
+    named = (await (await gw.send(headers=bearer(OPS["key"]))).json())["id"]
+    # existing records of a plain key stay its own: the id is the one used before rights
+    old_id = "key-" + hashlib.sha256(PLAIN.encode()).hexdigest()[:16]
+    records = [await store.records.get(i) for i in (plain, named)]
+    assert [r.caller if r else None for r in records] == [old_id, "ops"]
