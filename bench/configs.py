@@ -88,9 +88,12 @@ def _block(mapping: Mapping[str, Any], indent: int) -> Iterator[str]:
         elif isinstance(value, Mapping):
             yield f"{pad}{key}:\n"
             yield from _block(value, indent + 2)
-        else:  # a list of mappings
+        else:  # a list of mappings (and scalars: api_keys mixes both)
             yield f"{pad}{key}:\n"
             for item in value:
+                if not isinstance(item, Mapping):
+                    yield f"{pad}  - {_flow(item)}\n"
+                    continue
                 text = "".join(_block(item, indent + 4))
                 yield f"{pad}  - {text[indent + 4:]}"
 

@@ -40,7 +40,7 @@ def create_app(
         config_path = config_path.resolve()  # the watcher matches changes by this path
     gateway = Gateway(config, config_path=config_path, loader=loader, emulators=emulators,
                       clock=clock, wall_clock=wall_clock)
-    app = web.Application(middlewares=[problem_middleware, guard(handlers.caller),
+    app = web.Application(middlewares=[problem_middleware, guard(handlers.admin),
                                        body_deadline],
                           client_max_size=MAX_BODY_BYTES)
     app[gateway_key] = gateway

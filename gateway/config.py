@@ -24,6 +24,7 @@ from gateway.models_sections import (
     Storage,
     Template,
 )
+from gateway.rights import ApiKey, read_api_keys
 from gateway.schema import Checker, ConfigError, ConfigProblem
 from gateway.yamlsrc import (
     Node,
@@ -64,7 +65,7 @@ class BreakerSettings:
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    api_keys: tuple[Secret, ...] = ()
+    api_keys: tuple[ApiKey, ...] = ()
     max_recipients: int = 100
     shutdown_timeout: float = 10.0
     pool_size: int = 200  # outgoing connections per provider host (read at start)
@@ -268,16 +269,8 @@ def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None,
 
 def _server(check: Checker, node: Node) -> ServerConfig:
     read = check.section(node, "server", Server)
-    keys = [Secret(k) for k in check.string_list(node, "api_keys", "server", secret=True,
-                                                      unset_ok=True) if k]
-    written = node.get("api_keys")
-    for item in written if isinstance(written, list) else [written]:
-        unset = substitute(item, check.env).missing if isinstance(item, str) else []
-        if unset:  # an unset key must not turn auth off unnoticed; ${VAR:-} says it may
-            check.problem(node.line_of("api_keys"), "server.api_keys",
-                          f"environment variable(s) not set: {', '.join(unset)} "
-                          f"(write ${{{unset[0]}:-}} to run without auth when it is unset)")
-    return ServerConfig(api_keys=tuple(keys), **read.model_dump(exclude={"api_keys"}))
+    keys = read_api_keys(check, node)
+    return ServerConfig(api_keys=keys, **read.model_dump(exclude={"api_keys"}))
 
 
 def _logging(check: Checker, node: Node, base: Path) -> LoggingConfig:

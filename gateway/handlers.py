@@ -13,6 +13,7 @@ from gateway.keys import gateway_key
 from gateway.openapi import openapi_json
 from gateway.problems import Problem, json_reply
 from gateway.records import list_query, view
+from gateway.rights import Caller
 from gateway.service import Gateway, Reply
 from gateway.status import provider_status, ready, recent_sends, status_document
 from gateway.store import BadQueryError, StoreError
@@ -20,13 +21,27 @@ from gateway.validate import Aborted, read_json
 
 log = logging.getLogger(__name__)
 
-def caller(request: web.Request) -> str:
-    """The id of the API key the request offers ("" when auth is off); Problem 401 when wrong."""
+def caller(request: web.Request) -> Caller:
+    """Who the request's API key says it is; Problem 401 when auth is on and it is wrong."""
     given = request.headers.get("X-API-Key", "")
     auth = request.headers.get("Authorization", "")
     if auth[:7].lower() == "bearer ":
         given = auth[7:].strip()
-    return request.app[gateway_key].caller_id(given)
+    return request.app[gateway_key].caller(given)
+
+
+def authorized(request: web.Request, right: str) -> Caller:
+    """The caller, if its key has ``right``: 401 for no or a wrong key, 403 for one without."""
+    found = caller(request)
+    if not found.may(right):
+        raise Problem(403, f"this API key does not have the {right!r} right", slug="forbidden",
+                      right=right)
+    return found
+
+
+def admin(request: web.Request) -> None:
+    """The operator routes' check (``/admin/*``, ``/_emulator*``): the ``admin`` right."""
+    authorized(request, "admin")
 
 
 def _response(reply: Reply) -> web.Response:
@@ -61,7 +76,7 @@ async def send_sms(request: web.Request) -> web.Response:
 
 
 async def _send(request: web.Request, gateway: Gateway) -> web.Response:
-    caller_id = caller(request)
+    caller_id = authorized(request, "send").id
     body = await read_json(request)
     snapshot = gateway.runtime.snapshot  # the whole send runs on the config it began with
     key = request.headers.get("Idempotency-Key")
@@ -75,26 +90,31 @@ async def _send(request: web.Request, gateway: Gateway) -> web.Response:
 
 
 async def get_sms(request: web.Request) -> web.Response:
-    """GET /sms/{id}: the stored record, numbers masked (with auth on: the caller's own)."""
+    """GET /sms/{id}: the stored record; the caller's own unless ``read_all``, numbers masked
+    unless ``read_numbers``."""
     gateway = request.app[gateway_key]
-    record = await gateway.record(request.match_info["id"], caller(request))
+    reader = authorized(request, "read")
+    record = await gateway.record(request.match_info["id"], reader)
     if record is None:
         raise Problem(404, "no send with this id is retained", slug="not-found")
+    shown = view(record, numbers=reader.may("read_numbers"))
     if wants_html(request):  # the dashboard's link, followed by a browser
-        return record_page(request, view(record))
-    return web.json_response(view(record))
+        return record_page(request, shown)
+    return web.json_response(shown)
 
 
 async def list_sms(request: web.Request) -> web.Response:
     """GET /sms: a page of records, newest first; 400 naming a filter that is wrong."""
     gateway = request.app[gateway_key]
-    caller_id = caller(request)
+    reader = authorized(request, "read")
+    own = None if reader.may("read_all") else reader.id
     try:
-        query = list_query(request.query, gateway.runtime.config.region, caller_id or None)
+        query = list_query(request.query, gateway.runtime.config.region, own)
         page = await gateway.records(query)
     except BadQueryError as exc:
         raise Problem(400, str(exc), slug="invalid-query", field=exc.field) from None
-    return web.json_response({"items": [view(r) for r in page.items],
+    numbers = reader.may("read_numbers")
+    return web.json_response({"items": [view(r, numbers=numbers) for r in page.items],
                               "next_cursor": page.next_cursor})
 
 
@@ -130,7 +150,7 @@ async def metrics(request: web.Request) -> web.Response:
 async def admin_breaker(request: web.Request) -> web.Response:
     """POST /admin/providers/{name}/open|close|reset."""
     gateway = request.app[gateway_key]
-    caller(request)
+    admin(request)  # the guard checked it already; kept here so no route is left open
     name, action = request.match_info["name"], request.match_info["action"]
     member = gateway.runtime.member(name)
     if member is None:

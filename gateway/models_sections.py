@@ -196,9 +196,18 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+RIGHTS = ("send", "read", "read_all", "read_numbers", "admin")  # gateway.rights reads them
+_NAMED_KEY = {"type": "object", "additionalProperties": False, "required": ["key"],
+              "properties": {"name": TEXT, "key": TEXT,
+                             "rights": {"type": "array", "items": {"enum": list(RIGHTS)}}}}
+API_KEYS = written({"type": "array", "items": {"anyOf": [*STRING, _NAMED_KEY]}}, *STRING)
+
+
 class Server(Section):
-    api_keys: Annotated[Any, RAW, TEXTS] = Field(  # an unset ${VAR} must not turn auth off
-        None, description="empty: no auth on POST /sms")
+    api_keys: Annotated[Any, RAW, API_KEYS] = Field(  # an unset ${VAR} must not turn auth off
+        None, description=("empty: no auth; a string key may send and read its own messages, "
+                           "{name, key, rights: [send, read, read_all, read_numbers, admin]} "
+                           "says what a named one may"))
     max_recipients: Count1 = Field(100, description="numbers per request")
     shutdown_timeout: Duration = Field(10.0, description="SIGTERM waits this long")
     pool_size: Count1 = Field(200, description="connections per provider host")

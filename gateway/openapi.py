@@ -101,6 +101,7 @@ def _send_operation(alias: bool) -> dict[str, Any]:
                     "content": {_JSON: {"schema": _ref("SendResult")}}},
             "400": _problem("the body is not JSON, not an object, or has wrong types"),
             "401": _problem("auth is on and the key is missing or wrong"),
+            "403": _problem("the key does not have the send right"),
             "409": _problem("Idempotency-Key used with another body, or still in flight"),
             "413": _problem(f"body over {MAX_BODY_BYTES} bytes or too many numbers"),
             "415": _problem("the content type is not JSON"),
@@ -136,7 +137,8 @@ def document(config: Config) -> dict[str, Any]:
              "schema": {"enum": ["open", "close", "reset"]}}],
         "responses": {"200": _json_ok("the provider's status row"),
                       "401": _problem("auth is on and the key is missing or wrong"),
-                      "403": _problem("a foreign Origin: cross-site requests change nothing"),
+                      "403": _problem("the key does not have the admin right, or a foreign "
+                                      "Origin: cross-site requests change nothing"),
                       "404": _problem("no such provider or action"),
                       "415": _problem("not sent as application/json (an empty body is fine)")},
     }}
@@ -149,6 +151,7 @@ def document(config: Config) -> dict[str, Any]:
             "/api/sms": {"post": _send_operation(alias=True)},
             "/sms/{id}": _get("getSms", "a retained send record, numbers masked", {
                 "200": _json_ok("the record"), "401": _problem("bad key"),
+                "403": _problem("the key does not have the read right"),
                 "404": _problem("not retained")},
                 parameters=[message_id], security=[{}, {"bearer": []}, {"apiKey": []}]),
             "/status": _get("status", "config and per-provider state",

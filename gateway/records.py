@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from gateway.phones import mask, normalize
+from gateway.phones import mask as mask_number
+from gateway.phones import normalize
 from gateway.store import BadQueryError, ListQuery, MessageRecord
 from gateway.store.models import MAX_LIMIT
 
@@ -19,8 +20,10 @@ FILTERS = ("status", "template", "to", "since", "until", "limit", "cursor")
 _HTTP = {"sent": 200, "unknown": 202, "rejected": 422, "rate_limited": 429}
 
 
-def view(record: MessageRecord) -> dict[str, Any]:
-    """``GET /sms/{id}``'s body (and one item of ``GET /sms``, and a dashboard row)."""
+def view(record: MessageRecord, *, numbers: bool = False) -> dict[str, Any]:
+    """``GET /sms/{id}``'s body (and one item of ``GET /sms``, and a dashboard row); numbers
+    masked unless ``numbers`` (the reader's key has ``read_numbers``)."""
+    mask = _shown if numbers else mask_number
     refused = [{"index": record.numbers.index(r.number) if r.number in record.numbers else -1,
                 "to": mask(r.number), "error": r.code}
                for r in record.recipients if r.status == "refused"]
@@ -41,6 +44,10 @@ def view(record: MessageRecord) -> dict[str, Any]:
         "attempts": attempts, "refused": refused,
         **({"params": record.params} if record.params is not None else {}),
     }
+
+
+def _shown(number: str) -> str:
+    return number
 
 
 def list_query(query: Mapping[str, str], region: str, caller: str | None) -> ListQuery:

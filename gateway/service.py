@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import json
 import logging
@@ -29,6 +28,7 @@ from gateway.observe import Observer
 from gateway.phones import mask
 from gateway.problems import Problem, problem_body
 from gateway.recorder import Recorder
+from gateway.rights import OPEN, Caller
 from gateway.router import Outcome, Router, Snapshot
 from gateway.runtime import Runtime
 from gateway.storage import available, available_now, unavailable
@@ -154,27 +154,23 @@ class Gateway:
 
     # -- auth --------------------------------------------------------------------------------
 
-    def caller_id(self, given: str) -> str:
-        """A stable id of the caller's key ("" when auth is off); Problem 401 when it is wrong.
-
-        ``given`` is the key the request offered, "" for none."""
+    def caller(self, given: str) -> Caller:
+        """Who offers the key ``given`` ("" for none), and what it may do; Problem 401 when
+        auth is on and the key is missing or wrong."""
         keys = self.runtime.config.server.api_keys
         if not keys:
-            return ""
+            return OPEN
         # aiohttp keeps undecodable header bytes as surrogates: give them back, never a 500
         offered = given.encode("utf-8", "surrogateescape")
-        matched = b""
+        matched = None
         for key in keys:  # no early exit: constant time over all keys
-            secret = key.reveal().encode()
-            if hmac.compare_digest(offered, secret):
-                matched = secret
-        if not given or not matched:
+            if hmac.compare_digest(offered, key.reveal().encode()):
+                matched = key
+        if not given or matched is None:
             raise Problem(401, "a valid API key is required (Authorization: Bearer KEY)",
                           slug="unauthorized",
                           headers={"WWW-Authenticate": 'Bearer realm="sms-gateway"'})
-        # Named by the key itself, not its place in the list: a reload that reorders or
-        # removes keys leaves every caller's Idempotency-Keys where they were.
-        return "key-" + hashlib.sha256(matched).hexdigest()[:16]
+        return Caller(matched.caller_id, matched.rights)
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -246,10 +242,10 @@ class Gateway:
 
     # -- reading records ---------------------------------------------------------------------
 
-    async def record(self, message_id: str, caller_id: str) -> MessageRecord | None:
-        """One record, if this caller may read it (with auth on, its own only)."""
+    async def record(self, message_id: str, caller: Caller) -> MessageRecord | None:
+        """One record, if this caller may read it (its own only, unless ``read_all``)."""
         found = await available(self.store.records.get(message_id))
-        if found is None or (caller_id and found.caller != caller_id):
+        if found is None or (not caller.may("read_all") and found.caller != caller.id):
             return None
         return found
 

@@ -59,8 +59,9 @@ def check_unsafe(request: web.Request) -> None:
 
 def guard(caller: Callable[[web.Request], object] | None = None) -> Middleware:
     """A middleware: :func:`check_unsafe` on every state-changing request; with ``caller``
-    (the gateway's API-key check, a no-op when auth is off) also a key on the operator routes,
-    ``/admin/*`` and ``/_emulator/*``, checked first: a missing key is the more useful answer."""
+    (the gateway's check of the ``admin`` right: 401 without a valid key, 403 for a key without
+    it) also on the operator routes, ``/admin/*`` and ``/_emulator*``, checked first: a missing
+    key is the more useful answer."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:

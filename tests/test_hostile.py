@@ -21,7 +21,7 @@ from jsonschema import Draft202012Validator
 from conftest import NUMBER, TEST_CONFIG, Harness, MakeGateway
 from gateway.config import MAX_BODY_BYTES
 
-TABLE = frozenset({200, 202, 400, 401, 409, 413, 415, 422, 429, 502, 503})
+TABLE = frozenset({200, 202, 400, 401, 403, 409, 413, 415, 422, 429, 502, 503})
 # Long enough that a generated field name echoed in an error cannot produce one by chance.
 LEAKS = ("Traceback (most recent", 'File "/', "/work/", "site-packages", "/usr/lib/python",
          "/tmp/venv", "internal error")

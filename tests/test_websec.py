@@ -70,15 +70,22 @@ async def test_emulator_routes_on_the_gateway_are_guarded(gw: Harness) -> None:
     assert gw.emulators["aliyun"].state.mode == "fail"
 
 
-async def test_emulator_routes_need_a_key_when_auth_is_on(make_gateway: MakeGateway) -> None:
-    gw = await make_gateway(TEST_CONFIG.replace("api_keys: []", "api_keys: [k-one]"))
+async def test_emulator_routes_need_an_admin_key_when_auth_is_on(
+        make_gateway: MakeGateway) -> None:
+    gw = await make_gateway(TEST_CONFIG.replace(
+        "api_keys: []", "api_keys: [k-one, {name: ops, key: k-ops, rights: [admin]}]"))
     for method, path in (("GET", "/_emulator"), ("GET", "/_emulator/aliyun"),
                          ("POST", "/_emulator/aliyun"), ("POST", "/_emulator/aliyun/reset")):
         response = await gw.client.request(method, path, json={"mode": "down"})
         assert response.status == 401, path
         assert response.content_type == "application/problem+json"
     assert gw.emulators["aliyun"].state.mode == "ok"
-    key = {"Authorization": "Bearer k-one"}
+    plain = {"Authorization": "Bearer k-one"}  # may send and read, not switch emulators
+    refused = await gw.client.post("/_emulator/aliyun", json={"mode": "fail"}, headers=plain)
+    assert refused.status == 403
+    assert refused.content_type == "application/problem+json"
+    assert (await gw.client.get("/_emulator", headers=plain)).status == 403
+    key = {"Authorization": "Bearer k-ops"}
     assert (await gw.client.get("/_emulator", headers=key)).status == 200
     changed = await gw.client.post("/_emulator/aliyun", json={"mode": "fail"}, headers=key)
     assert changed.status == 200
