@@ -82,25 +82,25 @@ def _count_written(minimum: int) -> WithJsonSchema:
                     {"type": "string", "pattern": r"^\s*\d+\s*$"})
 
 
-def _rate(value: Any) -> float:
+def _number(value: Any) -> float:
+    """A number written as one (or as text), never a boolean."""
     try:
         if isinstance(value, bool):
             raise ValueError
-        number = float(value)
+        return float(value)
     except (TypeError, ValueError):
         raise problem(f"must be a number, not {shown(value)}") from None
+
+
+def _rate(value: Any) -> float:
+    number = _number(value)
     if not 0 < number <= 1:
         raise problem("must be above 0 and at most 1")
     return number
 
 
 def _weight(value: Any) -> float:
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        number = float(value)
-    except (TypeError, ValueError):
-        raise problem(f"must be a number, not {shown(value)}") from None
+    number = _number(value)
     if number < 0.0:
         raise problem("must be at least 0.0")
     return number
