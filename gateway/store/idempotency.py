@@ -32,7 +32,9 @@ _CLAIM = Prepared(
     .on_conflict_do_nothing(index_elements=["caller", "key"]).returning(idempotency.c.key),
     ("caller", "key", "body_hash", "state", "message_id", "created_at", "expires_at"))
 _SEEN = select(idempotency).where(_MINE)
-_COMPLETE = update(idempotency).where(_MINE)
+_COMPLETE_KEYS = ("state", "status_code", "response")
+_COMPLETE = Prepared(update(idempotency).where(_MINE), _COMPLETE_KEYS)
+_COMPLETE_WITH_ID = Prepared(update(idempotency).where(_MINE), (*_COMPLETE_KEYS, "message_id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +102,13 @@ class Idempotency:
         values: dict[str, Any] = {
             "b_caller": caller, "b_key": key, "state": "done", "status_code": status_code,
             "response": json.dumps(dict(response), ensure_ascii=False)}
+        statement = _COMPLETE
         if message_id is not None:
             values["message_id"] = message_id
+            statement = _COMPLETE_WITH_ID
 
         def write(conn: Connection) -> None:
-            conn.execute(_COMPLETE, values)
+            statement.execute(conn, values)
 
         await self._db.write(write)
 

@@ -47,8 +47,15 @@ class Prepared:
 
     def _cursor(self, conn: Connection, params: Mapping[str, Any]) -> Any:
         sql, order, fixed = self._for(conn.dialect)
-        values = tuple(params[k] if k in params else fixed[k] for k in order)
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        values = tuple([params[k] if k in params else fixed[k] for k in order])
+        raw: Any = conn.connection.dbapi_connection
+        if conn.dialect.name == "sqlite":
+            # sqlite3's Connection.execute makes the cursor in C: half the cost of ours.
+            try:
+                return raw.execute(sql, values)
+            except Exception as exc:
+                raise _translate(conn, sql, values, exc) from exc
+        cursor = raw.cursor()
         try:
             cursor.execute(sql, values)
         except Exception as exc:
@@ -78,8 +85,15 @@ class Prepared:
         if not rows:
             return
         sql, order, fixed = self._for(conn.dialect)
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        raw: Any = conn.connection.dbapi_connection
         values = [tuple(r[k] if k in r else fixed[k] for k in order) for r in rows]
+        if conn.dialect.name == "sqlite":  # as in _cursor
+            try:
+                raw.executemany(sql, values).close()
+            except Exception as exc:
+                raise _translate(conn, sql, values, exc) from exc
+            return
+        cursor = raw.cursor()
         try:
             cursor.executemany(sql, values)
         except Exception as exc:

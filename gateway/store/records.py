@@ -20,7 +20,8 @@ RETENTION_BATCH = 500
 # names: SQLAlchemy reserves those for the SET values.
 _MID: BindParameter[str] = bindparam("b_mid")
 _MESSAGE_KEYS = ("id", "caller", "template", "numbers", "params", "mode", "status", "created_at",
-                 "updated_at", "expires_at", "next_attempt_at", "callback_url", "idempotency_key")
+                 "updated_at", "expires_at", "next_attempt_at", "callback_url", "idempotency_key",
+                 "attempts")
 _INSERT_MESSAGE = Prepared(messages.insert(), _MESSAGE_KEYS)
 _INSERT_RECIPIENT = Prepared(recipients.insert(), ("message_id", "number", "created_at"))
 _INSERT_ATTEMPT = Prepared(attempts.insert(), ("message_id", "seq", "provider", "started_at"))
@@ -65,15 +66,22 @@ class RecordStore:
                 "id": new.id, "caller": new.caller, "template": new.template,
                 "numbers": json.dumps(list(new.numbers)),
                 "params": None if new.params is None else json.dumps(dict(new.params)),
-                "mode": new.mode, "status": "queued" if new.mode == "async" else "sending",
+                "mode": new.mode,
+                "status": "queued" if new.mode == "async" and provider is None else "sending",
                 "created_at": now, "updated_at": now,
                 "expires_at": None if new.expires_at is None else to_us(new.expires_at),
                 "next_attempt_at": now if new.mode == "async" else None,
-                "callback_url": new.callback_url, "idempotency_key": new.idempotency_key})
+                "callback_url": new.callback_url, "idempotency_key": new.idempotency_key,
+                # A new row: its first attempt is counted here, not by _start's UPDATE.
+                "attempts": 0 if provider is None else 1})
             _INSERT_RECIPIENT.many(conn, [
                 {"message_id": new.id, "number": number, "created_at": now}
                 for number in numbers])
-            return None if provider is None else _start(conn, now, new.id, provider)
+            if provider is None:
+                return None
+            _INSERT_ATTEMPT.execute(conn, {"message_id": new.id, "seq": 1, "provider": provider,
+                                           "started_at": now})
+            return 1
 
         return await self._db.write(write)
 

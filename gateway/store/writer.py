@@ -60,7 +60,9 @@ class GroupWriter:
             raise StoreClosedError("the store is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Job(work, future))
-        return await asyncio.shield(future)
+        # No shield: a cancelled caller cancels only its future; the job stays queued and runs
+        # (_settle skips a done future). A shield cost a second future and callback per write.
+        return await future
 
     async def close(self) -> None:
         """Refuse new writes, finish the queued ones, stop the task."""

@@ -95,3 +95,12 @@ async def test_concurrent_claims_from_two_processes_yield_one_new(
     names = [name for out, _ in outputs for name in json.loads(out)]
     assert names.count("New") == 1, names
     assert names.count("KeyConflict") == len(names) - 1
+
+
+async def test_complete_keeps_the_message_id_it_is_given_or_the_claim_s(store: Store) -> None:
+    assert await store.idempotency.claim("app", "k9", BODY) == New()
+    await store.idempotency.complete("app", "k9", 200, ANSWER, "m9")
+    assert await store.idempotency.claim("app", "k9", BODY) == Replay(200, ANSWER, "m9")
+    assert await store.idempotency.claim("app", "k10", BODY, "m10") == New()
+    await store.idempotency.complete("app", "k10", 422, ANSWER)
+    assert await store.idempotency.claim("app", "k10", BODY) == Replay(422, ANSWER, "m10")
