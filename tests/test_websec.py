@@ -124,7 +124,8 @@ async def test_dashboard_offers_no_emulator_menu_that_would_need_a_key(
     gw = await make_gateway(TEST_CONFIG.replace("api_keys: []", "api_keys: [k-one]"))
     page = await (await gw.client.get("/")).text()
     assert 'class="emu-mode' not in page
-    assert "auth is on: switch modes with POST /_emulator/aliyun and a key with the admin right" in page
+    assert ("auth is on: switch modes with POST /_emulator/aliyun and a key with the admin right"
+            in page)
 
 
 async def test_standalone_emulator_control_port_is_guarded(
