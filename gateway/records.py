@@ -24,8 +24,10 @@ def view(record: MessageRecord, *, numbers: bool = False) -> dict[str, Any]:
     """``GET /sms/{id}``'s body (and one item of ``GET /sms``, and a dashboard row); numbers
     masked unless ``numbers`` (the reader's key has ``read_numbers``)."""
     mask = _shown if numbers else mask_number
-    refused = [{"index": record.numbers.index(r.number) if r.number in record.numbers else -1,
-                "to": mask(r.number), "error": r.code}
+    position: dict[str, int] = {}  # each number's first index: no list scan per refusal
+    for i, number in enumerate(record.numbers):
+        position.setdefault(number, i)
+    refused = [{"index": position.get(r.number, -1), "to": mask(r.number), "error": r.code}
                for r in record.recipients if r.status == "refused"]
     attempts = [{"provider": a.provider, "outcome": a.outcome or "in_flight", "error": a.error,
                  "duration_ms": None if a.finished_at is None
