@@ -137,6 +137,17 @@ unmatched_receipts = Table(
 Index("ix_unmatched_receipts_received", unmatched_receipts.c.received_at)
 
 
+# -- outbox (SPEC §8; migration r0002) ------------------------------------------------------
+
+# -- status callbacks (SPEC §8; migration r0003) ----------------------------------------------
+
+# -- delivery receipts (SPEC §9; migration r0004) ---------------------------------------------
+
+# -- limits (SPEC §10; migration r0005) -------------------------------------------------------
+
+# -- replicas (SPEC §11; migration r0006) -----------------------------------------------------
+
+
 def to_us(seconds: float) -> int:
     """Unix seconds -> the stored whole microseconds."""
     return round(seconds * 1_000_000)
