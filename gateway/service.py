@@ -16,7 +16,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,6 +85,8 @@ class Gateway:
         # read of the file after a newer one.
         self.reload_lock = asyncio.Lock()
         self.started_at = time.time()
+        # Told when a message's sending is over or a receipt moves it (SPEC §8 callbacks).
+        self.listeners: list[Listener] = []
 
     @property
     def runtime(self) -> Runtime:
@@ -240,6 +242,18 @@ class Gateway:
                         ", ".join(f"{mask(n)} {code}" for _, n, code in refused))
         return _reply(message, outcome, attempts, refused)
 
+    async def announce(self, message_id: str, callback_url: str | None) -> None:
+        """A message's sending is over, or a receipt moved it: tell the listeners (the status
+        callbacks). Only messages with a ``callback_url`` have anyone to tell; a listener's
+        trouble is logged, never a send's failure."""
+        if callback_url is None:
+            return
+        for listener in self.listeners:
+            try:
+                await listener(message_id, callback_url)
+            except Exception:  # the send is done whatever a listener does
+                log.exception("send %s: a listener failed", message_id)
+
     # -- reading records ---------------------------------------------------------------------
 
     async def record(self, message_id: str, caller: Caller) -> MessageRecord | None:
@@ -252,6 +266,9 @@ class Gateway:
     async def records(self, query: ListQuery) -> Page:
         """A page of records; BadQueryError naming a filter the store cannot use."""
         return await available(self.store.records.list(query))
+
+
+Listener = Callable[[str, str], Awaitable[None]]  # (message id, callback url)
 
 
 @dataclass(frozen=True, slots=True)
