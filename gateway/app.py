@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from gateway import dashboard, handlers, reload
+from gateway.callbacks import CallbackSender
 from gateway.config import MAX_BODY_BYTES, Config
 from gateway.connections import body_deadline
-from gateway.keys import gateway_key
+from gateway.keys import callbacks_key, gateway_key
 from gateway.problems import problem_middleware
 from gateway.service import Gateway
 from gateway.websec import guard
@@ -45,6 +46,8 @@ def create_app(
                           client_max_size=MAX_BODY_BYTES)
     app[gateway_key] = gateway
     app.cleanup_ctx.append(_running)
+    app[callbacks_key] = CallbackSender(gateway)
+    app.cleanup_ctx.append(_delivering)  # after _running: starts later, stops sooner
     app.on_shutdown.append(_shutting_down)
     handlers.setup_routes(app)
     dashboard.setup(app)
@@ -60,6 +63,12 @@ def create_app(
 async def _running(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: the service's session and providers live as long as the app runs."""
     async with app[gateway_key].running():
+        yield
+
+
+async def _delivering(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: status callbacks are delivered while the store is open."""
+    async with app[callbacks_key].running():
         yield
 
 

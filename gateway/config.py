@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import create_model
 
+from gateway.callback_rules import read_callback_secret
 from gateway.endpoints import endpoint_problem
 from gateway.models_sections import (
     LEVELS,
@@ -73,6 +74,9 @@ class ServerConfig:
     header_timeout: float = 10.0  # a request's headers, from connect or the previous response
     body_timeout: float = 30.0  # a request's whole body, once its headers are in
     max_connections: int = 1000  # open client connections; more get a 503 and are closed
+    callback_hosts: tuple[str, ...] = ()  # where callback_url may point (gateway.callback_rules)
+    callback_secret: Secret = field(default_factory=lambda: Secret(""))  # signs callbacks
+    callback_timeout: float = 10.0  # one callback POST
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +274,9 @@ def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None,
 def _server(check: Checker, node: Node) -> ServerConfig:
     read = check.section(node, "server", Server)
     keys = read_api_keys(check, node)
-    return ServerConfig(api_keys=keys, **read.model_dump(exclude={"api_keys"}))
+    secret = read_callback_secret(check, node, read.callback_hosts)
+    return ServerConfig(api_keys=keys, callback_secret=secret,
+                        **read.model_dump(exclude={"api_keys", "callback_secret"}))
 
 
 def _logging(check: Checker, node: Node, base: Path) -> LoggingConfig:

@@ -9,7 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.dashboard import record_page, wants_html
-from gateway.keys import gateway_key
+from gateway.keys import callbacks_key, gateway_key
 from gateway.openapi import openapi_json
 from gateway.problems import Problem, json_reply
 from gateway.records import list_query, view
@@ -121,6 +121,7 @@ async def list_sms(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     gateway = request.app[gateway_key]
     doc = status_document(gateway)
+    doc["callbacks"] = request.app[callbacks_key].status()
     if request.query.get("recent"):
         doc["recent"] = await recent_sends(gateway)
     return web.json_response(doc)

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from gateway.callbacks import CallbackSender
     from gateway.service import Gateway
 
 gateway_key: web.AppKey[Gateway] = web.AppKey("gateway")
+callbacks_key: web.AppKey[CallbackSender] = web.AppKey("callbacks")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -65,5 +65,15 @@ class Metrics:
         self.pool_timeouts = Counter(
             "sms_pool_timeouts", "Sends that gave up queueing for a pooled connection "
             "(server.pool_wait): nothing was sent", ["provider"], registry=self.registry,
+        )
+        self.callbacks = Counter(
+            "sms_callbacks", "Status callback attempts, by outcome (delivered, retry, gave_up)",
+            ["outcome"], registry=self.registry,
+        )
+        for outcome in ("delivered", "retry", "gave_up"):
+            self.callbacks.labels(outcome)
+        self.callback_queue = Gauge(
+            "sms_callback_queue_depth", "Status callbacks waiting to be delivered",
+            registry=self.registry,
         )
         self.registry.register(_BreakerCollector(read_breakers))

@@ -18,7 +18,7 @@ from gateway.config import TemplateConfig
 from gateway.phones import NUMBER_PATTERN
 
 # The order of the fields is the order the 400s are reported in (first wrong field wins).
-FIELDS = ("to", "receivers", "template", "params")
+FIELDS = ("to", "receivers", "template", "params", "callback_url")
 ParamValue = str | int | float  # bool is not a number here (strict mode refuses it)
 
 
@@ -36,6 +36,10 @@ class SendBody(BaseModel):
     # 422 "unknown template" like any other name
     template: str = Field(json_schema_extra={"minLength": 1})
     params: dict[str, ParamValue] | None = None
+    callback_url: str | None = Field(default=None, json_schema_extra={
+        "format": "uri", "maxLength": 2048}, description=(
+        "where the record is POSTed, signed, once sending is over and on delivery; its host "
+        "must be in server.callback_hosts"))
 
     @field_validator("to", "receivers", mode="before")
     @classmethod

@@ -215,6 +215,12 @@ class Server(Section):
     header_timeout: Positive = Field(10.0, description="a request's headers")
     body_timeout: Positive = Field(30.0, description="a request's body")
     max_connections: Count1 = Field(1000, description="open client connections")
+    callback_hosts: Names = Field((), description=(
+        "hosts a callback_url may name: exact names or addresses, or *.example.com; "
+        "private and loopback addresses only when listed exactly"))
+    callback_secret: Annotated[Any, RAW, written(*STRING)] = Field(
+        None, description="the HMAC-SHA256 key callbacks are signed with: a ${VAR}")
+    callback_timeout: Positive = Field(10.0, description="one callback POST, all of it")
 
 
 class Logging(Section):

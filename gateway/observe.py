@@ -48,3 +48,11 @@ class Observer:
     def on_reload(self, result: str) -> None:
         """A config reload was ``applied`` or ``rejected``."""
         self.metrics.reloads.labels(result).inc()
+
+    def on_callback(self, outcome: str) -> None:
+        """A status callback was ``delivered``, will be tried again (``retry``), or ``gave_up``."""
+        self.metrics.callbacks.labels(outcome).inc()
+
+    def on_callback_queue(self, depth: int) -> None:
+        """The status callbacks waiting to be delivered, as the sender last saw them."""
+        self.metrics.callback_queue.set(depth)

@@ -222,7 +222,8 @@ class Gateway:
                           send.template.name, send.params)
         recorder = Recorder(self.store.records, NewMessage(
             message.id, caller_id, message.template, message.to, dict(send.params),
-            idempotency_key=key), keep_params=snapshot.config.storage.keep_params)
+            callback_url=send.callback_url, idempotency_key=key),
+            keep_params=snapshot.config.storage.keep_params)
         outcome = await available(
             self.router.send(snapshot, message, send.template, send.countries, recorder))
         refused = _refused(message.to, outcome.refused)
@@ -232,6 +233,8 @@ class Gateway:
             if not recorder.called:  # nothing was sent: nothing unrecorded goes out
                 raise unavailable() from None
             log.error("send %s: its final status could not be recorded: %s", message.id, exc)
+        else:
+            await self.announce(message.id, send.callback_url)  # queued, not sent, here
         attempts = [a.as_dict() for a in outcome.attempts]
         self.observer.on_send(self.clock() - started)
         log.info("send %s %s via %s: %s", message.id, message.template,

@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import ContentLengthError, PayloadEncodingError
 from pydantic import ValidationError
 
+from gateway.callback_rules import allowed_hosts, url_problem
 from gateway.config import MAX_BODY_BYTES, Config, TemplateConfig
 from gateway.models import FIELDS, ParamValue, SendBody
 from gateway.phones import Number, normalize
@@ -30,6 +31,7 @@ class SendRequest:
     numbers: tuple[Number, ...]
     template: TemplateConfig
     params: dict[str, str]
+    callback_url: str | None = None  # checked against server.callback_hosts
 
     @property
     def countries(self) -> frozenset[str]:
@@ -92,6 +94,8 @@ _SHAPE = {  # what a wrong field is told, by field: the same words whatever pyda
     "to": ("'to' must be a list of phone numbers or one comma-separated string",
            "must be a list of strings"),
     "template": ("'template' must be a non-empty string", "must be a non-empty string"),
+    "callback_url": ("'callback_url' must be a string: an http:// or https:// URL",
+                     "must be a string"),
 }
 
 
@@ -113,7 +117,7 @@ def _shape_problem(body: dict[str, Any], errors: Sequence[Mapping[str, Any]]) ->
         key = str(loc[1])
         return _bad(f"param {key!r} must be a string or a number",
                     [{"field": f"params.{key}", "message": "must be a string or a number"}])
-    detail, message = _SHAPE["template" if field == "template" else "to"]
+    detail, message = _SHAPE[field if field in ("template", "callback_url") else "to"]
     return _bad(detail, [{"field": "to" if field == "receivers" else field,
                           "message": message}])
 
@@ -181,8 +185,12 @@ def parse_send(body: Any, config: Config) -> SendRequest:
             errors.append({"field": f"to[{index}]", "message": str(exc)})
             continue
         numbers.setdefault(number.e164, number)  # the same person never gets it twice
+    if send.callback_url is not None:
+        refused = url_problem(send.callback_url, allowed_hosts(config.server.callback_hosts))
+        if refused:
+            errors.append({"field": "callback_url", "message": refused})
     if errors or template is None:
         raise Problem(422, "the message cannot be sent as given; see 'errors'",
                       slug="unprocessable", errors=errors)
     ordered = {p: params[p] for p in template.params}
-    return SendRequest(tuple(numbers.values()), template, ordered)
+    return SendRequest(tuple(numbers.values()), template, ordered, send.callback_url)

@@ -141,6 +141,24 @@ Index("ix_unmatched_receipts_received", unmatched_receipts.c.received_at)
 
 # -- status callbacks (SPEC §8; migration r0003) ----------------------------------------------
 
+# Callbacks waiting to be POSTed: a row per (message, event), deleted once delivered or given
+# up. No foreign key: a callback outlives nothing (24 h) and the retention purge never waits.
+callbacks = Table(
+    "callbacks", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("message_id", ID, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("event", String(16), nullable=False),  # final | delivery
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),  # given up 24 h after this
+    Column("lease_until", BigInteger),  # a sender's claim, taken again once past
+    Column("lease_owner", String(64)),
+    Column("last_error", Text),
+)
+Index("ix_callbacks_next_attempt", callbacks.c.next_attempt_at)
+
 # -- delivery receipts (SPEC §9; migration r0004) ---------------------------------------------
 
 # -- limits (SPEC §10; migration r0005) -------------------------------------------------------
