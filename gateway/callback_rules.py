@@ -108,6 +108,8 @@ def url_problem(url: str, hosts: CallbackHosts) -> str | None:
         return "must not carry credentials (user:pass@)"
     host = normal_host(raw_host)
     address = host_address(host)
+    if address is None and (len(host) > 253 or not all(0 < len(x) < 64 for x in host.split("."))):
+        return "is not a valid URL"  # not a name DNS could answer for
     if is_metadata(host, address):
         return METADATA
     if hosts.matches(host):

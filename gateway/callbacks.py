@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 SIGNATURE = "X-SMS-Gateway-Signature"
 TIMESTAMP = "X-SMS-Gateway-Timestamp"
 EVENT = "X-SMS-Gateway-Event"
-CONCURRENCY = 16  # callback POSTs in flight per process
+CONCURRENCY = 64  # callback POSTs in flight per process
+PER_HOST = 4  # connections to one receiver: a hanging one holds no more than these
 POLL = 2.0  # seconds between looks at the queue when nothing woke the sender
 
 
@@ -137,7 +138,9 @@ class CallbackSender:
         """Deliver while the app runs; on the way out, in-flight POSTs are cut and their
         callbacks given back to the queue for the next start."""
         self._queue = CallbackQueue(self._gateway.store.database)
-        connector = aiohttp.TCPConnector(limit=self._concurrency, ttl_dns_cache=60,
+        # Its own pool: a hanging receiver never holds a connection a provider send needs.
+        connector = aiohttp.TCPConnector(limit=self._concurrency, limit_per_host=PER_HOST,
+                                         ttl_dns_cache=60,
                                          resolver=_GuardedResolver(self._hosts))
         session = aiohttp.ClientSession(
             connector=connector, cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False,
