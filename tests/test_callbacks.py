@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 from gatewayproc import sandbox_config
 from receiver import SECRET, Receiver, sample, start_receiver, until
 
@@ -45,7 +46,7 @@ def clock() -> FakeClock:
 
 
 def sender(gw: Harness) -> CallbackSender:
-    app = gw.client.app
+    app: web.Application | None = gw.client.app
     assert app is not None
     return app[callbacks_key]
 
@@ -210,7 +211,7 @@ def test_bad_callback_hosts_are_config_errors(entry: str, why: str) -> None:
 
 
 def test_callback_hosts_need_a_secret_which_is_never_shown() -> None:
-    with pytest.raises(ConfigError, match="server.callback_secret: is required"):
+    with pytest.raises(ConfigError, match=r"server\.callback_secret: is required"):
         parse_config(sandbox_config("  callback_hosts: [hooks.example.com]"))
     with pytest.raises(ConfigError, match="CB_SECRET"):
         parse_config(sandbox_config("  callback_hosts: [a.example.com]\n"
@@ -283,7 +284,7 @@ async def test_a_receiver_that_never_answers_2xx_is_given_up_after_24_hours(
     while sample(gw, "gave_up") == 0:
         await receiver.next()
         posts += 1
-        await until(lambda: sample(gw, "retry") + sample(gw, "gave_up") == posts)
+        await until(lambda n=posts: sample(gw, "retry") + sample(gw, "gave_up") == n)
         assert clock.now - START <= 24 * 3600  # never tried after the window
         clock.advance(3600.0)  # past the 30 min cap: due at every step
         queued.wake()
