@@ -108,6 +108,7 @@ class CallbackSender:
 
     @property
     def queue(self) -> CallbackQueue:
+        """The store's callbacks queue (while running)."""
         if self._queue is None:
             raise RuntimeError("the callback sender is not running")
         return self._queue
