@@ -16,7 +16,7 @@ SECRET = "s3cret-callback-key"
 
 
 @dataclass(frozen=True)
-class Delivery:
+class Arrival:
     """One POST as the receiver saw it: headers and the raw body."""
 
     headers: dict[str, str]
@@ -33,8 +33,8 @@ class Receiver:
 
     status: int = 200
     hang: bool = False
-    got: list[Delivery] = field(default_factory=list)
-    arrived: asyncio.Queue[Delivery] = field(default_factory=asyncio.Queue)
+    got: list[Arrival] = field(default_factory=list)
+    arrived: asyncio.Queue[Arrival] = field(default_factory=asyncio.Queue)
     released: asyncio.Event = field(default_factory=asyncio.Event)
     server: TestServer | None = None
 
@@ -44,14 +44,14 @@ class Receiver:
         return f"http://127.0.0.1:{self.server.port}/hook?token=t0k3n"
 
     async def handle(self, request: web.Request) -> web.Response:
-        delivery = Delivery(dict(request.headers), await request.read(), request.path_qs)
+        delivery = Arrival(dict(request.headers), await request.read(), request.path_qs)
         self.got.append(delivery)
         self.arrived.put_nowait(delivery)
         if self.hang:
             await asyncio.wait_for(self.released.wait(), 60)
         return web.Response(status=self.status)
 
-    async def next(self, timeout: float = 5.0) -> Delivery:
+    async def next(self, timeout: float = 5.0) -> Arrival:
         """The next POST to arrive (a failure after ``timeout`` seconds)."""
         return await asyncio.wait_for(self.arrived.get(), timeout)
 
