@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway import storage as storage_
+from gateway.breaker import State
 from gateway.config import Config
 from gateway.metrics import Metrics
 from gateway.observe import Observer
@@ -81,6 +82,7 @@ class Gateway:
         self.observer = Observer(self._breaker_states)
         self.router = Router(self.observer.on_attempt, clock=clock)
         self._store: Store | None = None
+        self._keeper: storage_.DisabledKeeper | None = None
         # One reload at a time: a file change and a SIGHUP together must not apply an older
         # read of the file after a newer one.
         self.reload_lock = asyncio.Lock()
@@ -127,13 +129,17 @@ class Gateway:
         try:
             async with pool.session() as session:
                 self._runtime = Runtime(self.initial_config, session, clock=self.clock,
-                                        on_transition=self.observer.on_transition)
-                await storage_.restore_forced(self._store, self._runtime)
+                                        on_transition=self._transition)
+                await storage_.restore_forced(self._store, self._runtime, self.wall_clock())
+                self._keeper = storage_.DisabledKeeper(self._store, self._runtime, self.clock,
+                                                       self.wall_clock)
                 try:
                     yield
                 finally:
                     if self._cutoff is not None:
                         self._cutoff.cancel()
+                    await self._keeper.drain()
+                    self._keeper = None
                     self._runtime = None
         finally:
             sweeper.cancel()
@@ -141,6 +147,11 @@ class Gateway:
                 await sweeper
             await self._store.close()  # what is queued is written first
             self._store = None
+
+    def _transition(self, name: str, old: State, new: State, reason: str) -> None:
+        self.observer.on_transition(name, old, new, reason)
+        if self._keeper is not None:  # an account-level "disabled" is kept across restarts
+            self._keeper.moved(name, old, new, reason)
 
     async def keep_forced(self, name: str, forced: bool) -> None:
         """Remember an operator's force-open (or its end) for the next start."""
