@@ -29,16 +29,19 @@ from gateway.observe import Observer
 from gateway.phones import mask
 from gateway.problems import Problem, problem_body
 from gateway.recorder import Recorder
+from gateway.records import answer
 from gateway.rights import OPEN, Caller
 from gateway.router import Outcome, Router, Snapshot
 from gateway.runtime import Runtime
 from gateway.storage import available, available_now, unavailable
 from gateway.store import (
+    Claim,
     KeyConflict,
     ListQuery,
     MessageRecord,
     NewMessage,
     Page,
+    Recovered,
     Replay,
     Store,
     StoreError,
@@ -133,9 +136,14 @@ class Gateway:
                 await storage_.restore_forced(self._store, self._runtime, self.wall_clock())
                 self._keeper = storage_.DisabledKeeper(self._store, self._runtime, self.clock,
                                                        self.wall_clock)
+                settler = asyncio.create_task(storage_.settling(
+                    self._store, lambda: self.runtime.config, self.announce))
                 try:
                     yield
                 finally:
+                    settler.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await settler
                     if self._cutoff is not None:
                         self._cutoff.cancel()
                     await self._keeper.drain()
@@ -196,7 +204,9 @@ class Gateway:
             return await self.dispatch(snapshot, parse_send(body, snapshot.config), caller_id)
         keys = self.store.idempotency
         fingerprint = body_hash(json.dumps(body, sort_keys=True).encode())
-        claim = await available(keys.claim(caller_id, key, fingerprint))
+        claim = await self._claim(snapshot, caller_id, key, fingerprint)
+        if isinstance(claim, Reply):
+            return claim
         if isinstance(claim, Replay):
             return Reply(claim.status_code, claim.response, replayed=True)
         if isinstance(claim, KeyConflict):
@@ -217,6 +227,28 @@ class Gateway:
             log.error("send %s: its Idempotency-Key could not be kept: %s",
                       reply.body.get("id"), exc)
         return reply
+
+    async def _claim(self, snapshot: Snapshot, caller_id: str, key: str,
+                     fingerprint: str) -> Claim | Reply:
+        """The key's claim; a claim a crash left in flight is settled from its record."""
+        keys, bound = self.store.idempotency, storage_.in_flight_bound(snapshot.config)
+        claim = await available(keys.claim(caller_id, key, fingerprint, stale_after=bound))
+        if not isinstance(claim, Recovered):
+            return claim
+        keep = snapshot.config.storage.keep_params
+        await storage_.tell(await available(self.store.settle([claim.message_id],
+                                                              keep_params=keep)), self.announce)
+        record = await available(self.store.records.get(claim.message_id))
+        if record is not None and record.status in ("sent", "unknown", "rejected"):
+            status, body = answer(record)
+            log.warning("send %s: its Idempotency-Key was left in flight by a restart; "
+                        "answered from its record (%s)", record.id, record.status)
+            with contextlib.suppress(StoreError):
+                await keys.complete(caller_id, key, status, body, record.id)
+            return Reply(status, body, replayed=True)
+        # Nothing was sent (no provider called, or it failed): the key is free for this request.
+        claim = await available(keys.claim(caller_id, key, fingerprint, stale_after=bound))
+        return KeyConflict("in_flight") if isinstance(claim, Recovered) else claim
 
     async def _release(self, caller_id: str, key: str) -> None:
         try:

@@ -11,16 +11,18 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from gateway.breaker import State
-from gateway.config import StorageConfig
+from gateway.config import Config, StorageConfig
 from gateway.problems import Problem
 from gateway.runtime import Runtime
-from gateway.store import Store, StoreError
+from gateway.store import Settled, Store, StoreError
 
 log = logging.getLogger("gateway.service")
 T = TypeVar("T")
 
 DEFAULT_STORAGE = StorageConfig()
 SWEEP_EVERY = 600.0  # seconds between retention passes (the first runs at start)
+SETTLE_EVERY = 2.0  # seconds between looks for sync sends a crash left half done
+IN_FLIGHT_GRACE = 5.0  # beyond a send's deadline and pool wait: a slow store write, a late answer
 
 
 def make_default_folder(storage: StorageConfig) -> None:
@@ -41,6 +43,37 @@ async def sweeping(store: Store, retention: float) -> None:
         except StoreError as exc:
             log.warning("retention pass failed (tried again later): %s", exc)
         await asyncio.sleep(SWEEP_EVERY)
+
+
+def in_flight_bound(config: Config) -> float:
+    """The longest a sync send can be in flight: a ``sending`` record or an in-flight
+    Idempotency-Key claim older than this was left by a process that died (kill -9)."""
+    return config.deadline + config.server.pool_wait + IN_FLIGHT_GRACE
+
+
+async def settling(store: Store, current: Callable[[], Config],
+                   announce: Callable[[str, str | None], Awaitable[None]]) -> None:
+    """Settle sync sends a crash left half done (``unknown``: maybe sent), now and every
+    SETTLE_EVERY: at start for this process's own, later for a replica's that died."""
+    while True:
+        config = current()
+        try:
+            settled = await store.settle_interrupted(in_flight_bound(config),
+                                                     keep_params=config.storage.keep_params)
+        except StoreError as exc:
+            log.warning("settling interrupted sends failed (tried again later): %s", exc)
+        else:
+            await tell(settled, announce)
+        await asyncio.sleep(SETTLE_EVERY)
+
+
+async def tell(settled: list[Settled],
+               announce: Callable[[str, str | None], Awaitable[None]]) -> None:
+    """Log each settled send (and tell its status callback, if it has one)."""
+    for one in settled:
+        log.warning("send %s: %s, interrupted by a restart before it was answered", one.id,
+                    one.status)
+        await announce(one.id, one.callback_url)
 
 
 async def restore_forced(store: Store, runtime: Runtime, now: float | None = None) -> None:
