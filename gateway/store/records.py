@@ -76,9 +76,13 @@ class RecordStore:
                 "callback_url": new.callback_url, "idempotency_key": new.idempotency_key,
                 # A new row: its first attempt is counted here, not by _start's UPDATE.
                 "attempts": 0 if provider is None else 1})
-            _INSERT_RECIPIENT.many(conn, [
-                {"message_id": new.id, "number": number, "created_at": now}
-                for number in numbers])
+            if len(numbers) == 1:  # the common case: one statement, not a driver loop
+                _INSERT_RECIPIENT.execute(conn, {"message_id": new.id, "number": numbers[0],
+                                                 "created_at": now})
+            else:
+                _INSERT_RECIPIENT.many(conn, [
+                    {"message_id": new.id, "number": number, "created_at": now}
+                    for number in numbers])
             if provider is None:
                 return None
             _INSERT_ATTEMPT.execute(conn, {"message_id": new.id, "seq": 1, "provider": provider,
