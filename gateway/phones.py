@@ -51,7 +51,7 @@ def _strips_prefix(code: int, national: str) -> bool:
     if metadata is None:
         return True
     prefix = metadata.national_prefix_for_parsing or metadata.national_prefix
-    return bool(prefix) and re.match(prefix, national) is not None
+    return prefix is not None and prefix != "" and re.match(prefix, national) is not None
 
 
 def normalize(raw: str, region: str) -> Number:

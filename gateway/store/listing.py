@@ -13,7 +13,16 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, and_, bindparam, or_, select
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Connection,
+    Row,
+    and_,
+    bindparam,
+    or_,
+    select,
+)
 
 from gateway.store.errors import BadQueryError
 from gateway.store.models import (
@@ -106,7 +115,7 @@ def check(query: ListQuery) -> None:
 
 # A page's attempts and recipients: by primary key, per record, on the driver's cursor (a
 # SQLAlchemy round trip per page cost more than the few indexed lookups it saved).
-_MID = bindparam("b_mid")
+_MID: BindParameter[str] = bindparam("b_mid")
 _ATTEMPTS_OF = Prepared(
     select(attempts.c.seq, attempts.c.provider, attempts.c.started_at, attempts.c.finished_at,
            attempts.c.outcome, attempts.c.error, attempts.c.provider_message_id)
