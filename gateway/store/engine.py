@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -235,10 +236,17 @@ def _sqlite_engine(target: StoreURL, poolclass: Any, *, write: bool, wal: bool,
             cursor.execute("PRAGMA query_only = ON")
         cursor.close()
 
+    begin = "BEGIN IMMEDIATE" if write else "BEGIN"
+
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
         # IMMEDIATE takes the write lock now: two writers (two processes) queue on busy_timeout
-        # instead of one failing with "database is locked" when it upgrades a read lock.
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        # instead of one failing with "database is locked" when it upgrades a read lock. On the
+        # driver itself (SQLAlchemy's execution path cost more than the statement); if it
+        # fails, again through SQLAlchemy, which raises its error as it would anywhere.
+        try:
+            connection.connection.dbapi_connection.execute(begin)
+        except sqlite3.Error:
+            connection.exec_driver_sql(begin)
 
     return engine
