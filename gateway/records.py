@@ -100,7 +100,9 @@ def answer(record: MessageRecord) -> tuple[int, dict[str, Any]]:
     """The ``POST /sms`` answer a final record stands for (the caller's own numbers, in E.164):
     given for an Idempotency-Key whose request a crash cut short before its answer was kept."""
     shown = view(record, numbers=True)
-    status = shown["http_status"] or 202
+    # Not final (an async message queued or sending) is 202; receipts move only sent ones.
+    status = shown["http_status"] or (200 if record.status in ("delivered", "undelivered")
+                                      else 202)
     attempts = [{"provider": a["provider"], "outcome": a["outcome"], "error": a["error"],
                  "duration_ms": a["duration_ms"] or 0.0} for a in shown["attempts"]]
     if status in (200, 202):

@@ -239,12 +239,13 @@ class Gateway:
         await storage_.tell(await available(self.store.settle([claim.message_id],
                                                               keep_params=keep)), self.announce)
         record = await available(self.store.records.get(claim.message_id))
-        if record is not None and record.status in ("sent", "unknown", "rejected"):
+        if record is not None and record.status not in ("failed", "rate_limited", "expired"):
             status, body = answer(record)
             log.warning("send %s: its Idempotency-Key was left in flight by a restart; "
                         "answered from its record (%s)", record.id, record.status)
-            with contextlib.suppress(StoreError):
-                await keys.complete(caller_id, key, status, body, record.id)
+            if status in _REPLAYABLE:
+                with contextlib.suppress(StoreError):
+                    await keys.complete(caller_id, key, status, body, record.id)
             return Reply(status, body, replayed=True)
         # Nothing was sent (no provider called, or it failed): the key is free for this request.
         claim = await available(keys.claim(caller_id, key, fingerprint, stale_after=bound))

@@ -67,8 +67,9 @@ class Recovered:
 
 
 Claim = New | Replay | KeyConflict | Recovered
-# Records a retry must not send again: the provider took it, may have, or refused the caller.
-_ANSWERED = ("sent", "unknown", "rejected", "sending")
+# Records whose retry may send: nothing went out (every provider failed, a per-recipient limit,
+# an async message that expired). Any other record is answered from, never sent again.
+_NOT_SENT = ("failed", "rate_limited", "expired")
 
 
 def body_hash(body: bytes) -> str:
@@ -164,7 +165,7 @@ def _recover(conn: Connection, mine: dict[str, str], claimed_at: int, now: int,
         .where(messages.c.caller == mine["b_caller"],
                messages.c.idempotency_key == mine["b_key"], messages.c.created_at >= claimed_at)
         .order_by(messages.c.created_at.desc()).limit(1)).first()
-    if found is not None and found.status in _ANSWERED:
+    if found is not None and found.status not in _NOT_SENT:
         return Recovered(found.id)
     conn.execute(update(idempotency).where(_MINE).values(
         created_at=now, expires_at=now + ttl_us, message_id=None), mine)

@@ -5,6 +5,7 @@ nothing. Each test runs on SQLite and on PostgreSQL (see tests/store/conftest.py
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,8 @@ from typing import Any
 from gatewayproc import run_cli, sandbox_config
 from sqlalchemy.engine import make_url
 
-from conftest import FakeClock, Harness, MakeGateway, build_config
-from gateway.store import upgrade
+from conftest import NUMBER, FakeClock, Harness, MakeGateway, build_config
+from gateway.store import body_hash, upgrade
 
 from .conftest import PgServer, admin, require
 
@@ -284,3 +285,23 @@ async def test_an_operator_close_ends_a_kept_disable(make_gateway: MakeGateway,
     assert (await (await again.send()).json())["provider"] == "aliyun"
     states = await again.gateway.store.providers.all()
     assert states["aliyun"].disabled_until is None
+
+
+async def test_a_key_a_crash_left_claimed_before_any_send_is_taken_over(
+        make_gateway: MakeGateway, store_url: str) -> None:
+    wall = FakeClock(1_800_000_000.0)
+    gw = await make_gateway(config(store_url), wall_clock=wall)
+    body = {"to": NUMBER, "template": "verify_code", "params": {"code": "123456"}}
+    # What a process killed between claiming the key and writing its record leaves behind.
+    await gw.gateway.store.idempotency.claim(
+        "", "order-9", body_hash(json.dumps(body, sort_keys=True).encode()))
+    before = requests(gw)
+    busy = await gw.send(headers={"Idempotency-Key": "order-9"})
+    assert busy.status == 409  # a send with it could still be in flight
+    wall.advance(60)  # longer than deadline + pool_wait + 5 s: its process is gone
+    taken = await gw.send(headers={"Idempotency-Key": "order-9"})
+    assert taken.status == 200 and "Idempotent-Replayed" not in taken.headers
+    assert requests(gw) == before + 1  # nothing had been sent: now it is, once
+    again = await gw.send(headers={"Idempotency-Key": "order-9"})
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert (await again.json())["id"] == (await taken.json())["id"]

@@ -82,3 +82,13 @@ async def test_a_claim_whose_send_failed_before_the_crash_is_taken_over(
     await store.records.finish("m1", "failed", error="every provider tried failed")
     clock.advance(60)  # crashed before the key was released: a retry may send
     assert await keys.claim("app", "k", BODY, stale_after=10) == New()
+
+
+async def test_a_claim_whose_async_message_was_queued_is_answered_from_it(
+        store: Store, clock: FakeClock) -> None:
+    keys = store.idempotency
+    assert await keys.claim("app", "k", BODY) == New()
+    await store.records.create(message("m1", idempotency_key="k", mode="async"))  # queued
+    clock.advance(60)  # crashed before the key kept its answer: the outbox will send it
+    assert await keys.claim("app", "k", BODY, stale_after=10) == Recovered("m1")
+    assert await store.settle(["m1"]) == []  # the outbox's: never settled here
