@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import cases
+from bench import cases, store_cases
 from bench.loadgen import wrk_path
 from bench.procs import Children
 from bench.report import machine, table, write
@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="alternating bare/gateway rounds for case 1 (3)")
     parser.add_argument("--generator", choices=("auto", "wrk", "builtin"), default="auto",
                         help="load generator: wrk when installed (auto), or the built-in one")
-    parser.add_argument("--cases", default="1,2,3,4,5", help="which cases, e.g. 1,3 (all)")
+    parser.add_argument("--cases", default="1,2,3,4,5,6,11", help="which cases, e.g. 1,3 (all)")
     parser.add_argument("--output", type=Path, help="JSON results (bench/results/latest.json)")
     parser.add_argument("--note", default="",
                         help="a sentence about this run, kept in the results and the README")
@@ -43,8 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.generator == "wrk" and not wrk_path():
         parser.error("wrk is not installed (make wrk), use --generator builtin")
     args.cases = {c.strip() for c in args.cases.split(",") if c.strip()}
-    if args.cases - set("12345"):
-        parser.error("--cases takes numbers from 1 to 5")
+    if args.cases - {*"12345", "6", "11"}:
+        parser.error("--cases takes 1 to 6 and 11")
     return args
 
 
@@ -65,14 +65,16 @@ async def _measure(args: argparse.Namespace, workdir: Path, children: Children) 
     stack = Stack(children)
     await stack.start_emulators()
     want = args.cases
-    gw = stack.start_gateway("gateway") if want & set("123") else None
-    bare = stack.start_bare("bare") if want & set("12") else None
+    gw = stack.start_gateway("gateway") if want & set("1236") else None
+    bare = stack.start_bare("bare") if want & set("126") else None
+    stored = (stack.start_gateway("gateway-store", storage=store_cases.STORE_ON)
+              if "6" in want else None)
     no_breaker = (stack.start_gateway("gateway-no-breaker", aliyun_breaker=BREAKER_OFF)
                   if "3" in want else None)
     hang = stack.start_gateway("gateway-hang", aliyun_timeout="1s") if "4" in want else None
     gw5 = stack.start_gateway("gateway-1000") if "5" in want else None
     bare5 = stack.start_bare("bare-1000") if "5" in want else None
-    await stack.ready(*filter(None, (gw, bare, no_breaker, hang, gw5, bare5)))
+    await stack.ready(*filter(None, (gw, bare, no_breaker, hang, gw5, bare5, stored)))
     b = cases.Bench(stack, workdir, args.duration, use_wrk, max(1, args.rounds))
     if gw and bare and "1" in want:
         await cases.case1(b, gw, bare)
@@ -84,6 +86,10 @@ async def _measure(args: argparse.Namespace, workdir: Path, children: Children) 
         await cases.case4(b, hang)
     if gw5 and bare5:
         await cases.case5(b, gw5, bare5)
+    if gw and stored and bare:
+        await store_cases.case6(b, gw, stored, bare)
+    if "11" in want:
+        await store_cases.case11(b)
     elapsed = time.monotonic() - started
     settings = {"duration_s": args.duration, "rounds": args.rounds,
                 "generator": "wrk" if use_wrk else "builtin", "cases": sorted(want)}

@@ -21,7 +21,8 @@ BREAKER_OFF = {"consecutive_failures": 1_000_000_000, "minimum_calls": 1_000_000
 
 
 def bench_config(urls: dict[str, str], *, aliyun_timeout: str | None = None,
-                 aliyun_breaker: dict[str, int] | None = None) -> str:
+                 aliyun_breaker: dict[str, int] | None = None,
+                 storage: dict[str, Any] | None = None) -> str:
     """A config.yaml for the emulators: shipped defaults, no log file, WARNING level."""
     extra: dict[str, Any] = {"timeout": aliyun_timeout} if aliyun_timeout else {}
     if aliyun_breaker:
@@ -36,7 +37,7 @@ def bench_config(urls: dict[str, str], *, aliyun_timeout: str | None = None,
                      templates=("verify_code",), **extra),
             provider("huawei", priority=2, endpoint=urls["huawei"], inline=True,
                      templates=("verify_code",)),
-        ])
+        ], storage=storage)
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,10 @@ class Stack:
         child.url = f"http://127.0.0.1:{port}"
         return child
 
-    def start_gateway(self, name: str, **options: Any) -> Child:
-        folder = self.children.workdir / name  # its own folder: the config watcher sees only it
-        folder.mkdir()
+    def start_gateway(self, name: str, folder: Path | None = None, **options: Any) -> Child:
+        if folder is None:
+            folder = self.children.workdir / name  # its own: the config watcher sees only it
+            folder.mkdir()
         config = folder / "config.yaml"
         config.write_text(bench_config(self.urls, **options), encoding="utf-8")
         port = free_port()
@@ -97,6 +99,13 @@ class Stack:
         child.url = f"http://127.0.0.1:{port}"
         self.gateways.append(child)
         return child
+
+    def stop(self, child: Child) -> None:
+        """Stop one gateway (SIGTERM, as an operator would) and wait for it."""
+        child.proc.terminate()
+        child.proc.wait(30)
+        if child in self.gateways:
+            self.gateways.remove(child)
 
     async def ready(self, *children: Child) -> None:
         await asyncio.gather(*(wait_http(c, c.url + "/healthz") for c in children))

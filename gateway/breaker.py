@@ -240,6 +240,10 @@ class CircuitBreaker:
         """Close now; the open time goes back to its base."""
         self._close("forced closed by operator")
 
+    def disable(self, seconds: float, reason: str = "account disabled") -> None:
+        """Disabled for ``seconds`` more (an account-level error from before a restart)."""
+        self._open(self._clock() + seconds, reason, State.DISABLED)
+
     def update(self, settings: BreakerSettings) -> None:
         """New settings from a config reload; the state is kept."""
         if settings.window != self.settings.window:

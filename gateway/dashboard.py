@@ -18,6 +18,7 @@ from gateway.emulators.state import MODES
 from gateway.keys import gateway_key
 from gateway.problems import Problem
 from gateway.status import recent_sends, status_document
+from gateway.store import STATUSES
 
 REFRESH_SECONDS: Final = 3
 LATENCY_MODE_MS: Final = 2000  # what the dashboard's "latency" choice sets; below no timeout
@@ -39,6 +40,9 @@ _MODE_EFFECTS: Final = {
     "reset": "resets the connection mid-answer",
     "drip": "answers one byte at a time",
 }
+# The recent sends' status filter offers every status, in lifecycle order (SPEC §7).
+LIFECYCLE: Final = ("queued", "sending", "sent", "delivered", "undelivered", "failed",
+                    "rejected", "unknown", "expired", "rate_limited")
 # Every mode the emulators have, in their order: a mode added there shows up here too.
 EMULATOR_MODES: Final = tuple((mode, _MODE_EFFECTS.get(mode, mode)) for mode in MODES)
 
@@ -91,9 +95,15 @@ def _example_body(config: Config) -> str:
 async def dashboard(request: web.Request) -> web.Response:
     """The page; ``?partial=1`` renders only the live section, which the script swaps in."""
     gateway = request.app[gateway_key]
+    shown = request.query.get("status") or None  # the recent sends' filter (a plain GET form)
+    if shown is not None and shown not in STATUSES:
+        raise Problem(400, f"status must be one of {', '.join(LIFECYCLE)}", slug="invalid-query",
+                      field="status")
     context: dict[str, Any] = {
         "status": status_document(gateway),
-        "recent": await recent_sends(gateway),
+        "recent": await recent_sends(gateway, status=shown),
+        "status_filter": shown,
+        "statuses": LIFECYCLE,
         "emulators": {k: s.state.snapshot() for k, s in gateway.emulators.items()},
         "modes": EMULATOR_MODES,
         "latency_mode_ms": LATENCY_MODE_MS,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from gateway.breaker import State
 from gateway.metrics import Metrics
@@ -21,10 +22,17 @@ class Observer:
 
     def __init__(self, read_breakers: Callable[[], Iterable[tuple[str, str]]]) -> None:
         self.metrics = Metrics(read_breakers)
+        # The labelled children on every send's path, looked up once (labels() takes a lock).
+        self._answers: dict[str, Any] = {}
+        self._attempts: dict[tuple[str, str], Any] = {}
 
     def on_request(self, status: int | str) -> None:
         """A send request was answered with ``status`` (or ``"aborted"``: nobody to answer)."""
-        self.metrics.requests.labels(str(status)).inc()
+        key = str(status)
+        child = self._answers.get(key)
+        if child is None:
+            child = self._answers[key] = self.metrics.requests.labels(key)
+        child.inc()
 
     def on_send(self, seconds: float) -> None:
         """A valid send was routed to its outcome in ``seconds``, failovers included."""
@@ -32,7 +40,11 @@ class Observer:
 
     def on_attempt(self, provider: str, outcome: str) -> None:
         """One provider attempt ended: ``outcome`` as the router names it, or ``not_sent``."""
-        self.metrics.attempts.labels(provider, outcome).inc()
+        child = self._attempts.get((provider, outcome))
+        if child is None:
+            child = self._attempts[provider, outcome] = self.metrics.attempts.labels(provider,
+                                                                                     outcome)
+        child.inc()
 
     def on_pool_wait(self, provider: str, seconds: float, granted: bool) -> None:
         """A send queued ``seconds`` for a pooled connection; not ``granted``: it gave up."""

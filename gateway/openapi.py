@@ -84,6 +84,104 @@ _PROBLEM_SCHEMA = {
 }
 
 
+# -- the records API (SPEC §7): GET /sms and GET /sms/{id} ------------------------------------
+
+_STATUSES = ["queued", "sending", "sent", "delivered", "undelivered", "failed", "rejected",
+             "unknown", "expired", "rate_limited"]
+_TIME = {"type": "number", "description": "Unix seconds"}
+_MAYBE_TIME = {"type": ["number", "null"], "description": "Unix seconds"}
+_MAYBE_TEXT = {"type": ["string", "null"]}
+
+_RECORD_ATTEMPT = {
+    "type": "object",
+    "properties": {
+        "provider": {"type": "string"},
+        "outcome": {"type": "string", "description": "accepted, failed, rejected, unknown; "
+                    "in_flight while (or if a crash left it) started and not finished"},
+        "error": _MAYBE_TEXT,
+        "duration_ms": {"type": ["number", "null"]},
+        "started_at": _TIME,
+        "finished_at": _MAYBE_TIME,
+    },
+    "required": ["provider", "outcome", "error", "duration_ms", "started_at", "finished_at"],
+}
+
+_RECORD = {
+    "type": "object",
+    "description": "one send as the store keeps it; numbers masked unless the key has "
+    "read_numbers",
+    "properties": {
+        "id": {"type": "string"},
+        "status": {"enum": _STATUSES},
+        "template": {"type": "string"},
+        "to": {"type": "array", "items": {"type": "string"}},
+        "mode": {"enum": ["sync", "async"]},
+        "created_at": _TIME,
+        "updated_at": _TIME,
+        "final_at": _MAYBE_TIME,
+        "http_status": {"type": "integer", "description": "the answer the final status stands "
+                        "for (0 while not final)"},
+        "provider": _MAYBE_TEXT,
+        "provider_message_id": _MAYBE_TEXT,
+        "error": _MAYBE_TEXT,
+        "attempts": {"type": "array", "items": _ref("RecordAttempt")},
+        "refused": {"type": "array", "items": {
+            "type": "object", "properties": {"index": {"type": "integer"},
+                                             "to": {"type": "string"},
+                                             "error": _MAYBE_TEXT},
+            "required": ["index", "to", "error"]}},
+        "params": {"type": "object", "description": "only while kept (storage.keep_params, or "
+                   "until sending is over)"},
+    },
+    "required": ["id", "status", "template", "to", "mode", "created_at", "updated_at",
+                 "final_at", "http_status", "provider", "provider_message_id", "error",
+                 "attempts", "refused"],
+}
+
+_RECORD_PAGE = {
+    "type": "object",
+    "properties": {"items": {"type": "array", "items": _ref("Record")},
+                   "next_cursor": {"type": ["string", "null"],
+                                   "description": "pass back as cursor for the next page"}},
+    "required": ["items", "next_cursor"],
+}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+def _list_operation() -> dict[str, Any]:
+    when = {"oneOf": [{"type": "string", "format": "date-time"}, {"type": "number"}]}
+    return {"get": {
+        "operationId": "listSms",
+        "summary": "retained send records, newest first, numbers masked",
+        "security": [{}, {"bearer": []}, {"apiKey": []}],
+        "parameters": [
+            _query("status", {"enum": _STATUSES}, "only records with this status"),
+            _query("template", {"type": "string"}, "only sends of this template"),
+            _query("to", {"type": "string"}, "only sends to this number (E.164, or national "
+                   "in the default region)"),
+            _query("since", when, "created at or after: RFC 3339 with an offset, or Unix "
+                   "seconds"),
+            _query("until", when, "created before: RFC 3339 with an offset, or Unix seconds"),
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+                   "records per page"),
+            _query("cursor", {"type": "string"}, "opaque: the next_cursor of the previous "
+                   "page (keyset: pages never repeat or skip a record while new ones arrive)"),
+        ],
+        "responses": {
+            "200": {"description": "a page: the caller's own records unless its key has "
+                    "read_all", "content": {_JSON: {"schema": _ref("RecordPage")}}},
+            "400": _problem("an unknown filter, or a wrong value; the problem's field names it"),
+            "401": _problem("auth is on and the key is missing or wrong"),
+            "403": _problem("the key does not have the read right"),
+            "503": _problem("the message store is unavailable", retry_after=True),
+        },
+    }}
+
+
 def _send_operation(alias: bool) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "operationId": "sendSmsSeed" if alias else "sendSms",
@@ -147,12 +245,16 @@ def document(config: Config) -> dict[str, Any]:
         "info": {"title": "sms-gateway", "version": __version__,
                  "description": "One HTTP call to send an SMS through prioritized providers."},
         "paths": {
-            "/sms": {"post": _send_operation(alias=False)},
+            "/sms": {"post": _send_operation(alias=False), **_list_operation()},
             "/api/sms": {"post": _send_operation(alias=True)},
             "/sms/{id}": _get("getSms", "a retained send record, numbers masked", {
-                "200": _json_ok("the record"), "401": _problem("bad key"),
+                "200": {"description": "the record (text/html for a browser: the record page)",
+                        "content": {_JSON: {"schema": _ref("Record")},
+                                    "text/html": {"schema": {"type": "string"}}}},
+                "401": _problem("bad key"),
                 "403": _problem("the key does not have the read right"),
-                "404": _problem("not retained")},
+                "404": _problem("not retained"),
+                "503": _problem("the message store is unavailable", retry_after=True)},
                 parameters=[message_id], security=[{}, {"bearer": []}, {"apiKey": []}]),
             "/status": _get("status", "config and per-provider state",
                             {"200": _json_ok("the status document")}),
@@ -170,7 +272,9 @@ def document(config: Config) -> dict[str, Any]:
             "schemas": {"SendRequest": request_schema(config.templates,
                                                       config.server.max_recipients),
                         "SendResult": _SEND_RESULT,
-                        "Attempt": _ATTEMPT, "Problem": _PROBLEM_SCHEMA},
+                        "Attempt": _ATTEMPT, "Problem": _PROBLEM_SCHEMA,
+                        "Record": _RECORD, "RecordAttempt": _RECORD_ATTEMPT,
+                        "RecordPage": _RECORD_PAGE},
             "headers": {"Retry-After": {"description": "seconds", "schema": {"type": "integer"}}},
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},

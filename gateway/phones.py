@@ -18,8 +18,47 @@ class Number:
     region: str
 
 
+_E164 = re.compile(r"\+([1-9]\d{6,14})")
+
+
+def _fast(raw: str) -> Number | None:
+    """A valid number already in E.164, without ``phonenumbers.parse`` (most of its cost); None
+    for anything parse might read otherwise (then the full path decides). Parse would take the
+    same country code (codes are prefix-free) and the same national number, unless it starts
+    with 0 (Italian leading zeros) or with what the country strips as a national prefix."""
+    match = _E164.fullmatch(raw)
+    if match is None:
+        return None
+    digits = match.group(1)
+    for size in (1, 2, 3):
+        code = int(digits[:size])
+        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            break
+    else:
+        return None
+    national = digits[size:]
+    if national[:1] == "0" or _strips_prefix(code, national):
+        return None
+    parsed = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+    if not phonenumbers.is_valid_number(parsed):
+        return None  # the full path says why
+    return Number(raw, phonenumbers.region_code_for_number(parsed) or "ZZ")
+
+
+def _strips_prefix(code: int, national: str) -> bool:
+    region = phonenumbers.region_code_for_country_code(code)
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(code, region)
+    if metadata is None:
+        return True
+    prefix = metadata.national_prefix_for_parsing or metadata.national_prefix
+    return prefix is not None and prefix != "" and re.match(prefix, national) is not None
+
+
 def normalize(raw: str, region: str) -> Number:
     """Parse one number (``region`` applies when it has no +); ValueError says what is wrong."""
+    fast = _fast(raw)
+    if fast is not None:
+        return fast
     if not _ALLOWED.fullmatch(raw):  # not match() with $: that would let a trailing "\n" through
         raise ValueError("not a phone number: only digits, spaces, +, -, ., ( and ) are allowed")
     try:

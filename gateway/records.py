@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway.phones import mask as mask_number
 from gateway.phones import normalize
+from gateway.problems import problem_body
 from gateway.store import BadQueryError, ListQuery, MessageRecord
 from gateway.store.models import MAX_LIMIT
 
@@ -89,3 +90,30 @@ def _time(query: Mapping[str, str], name: str) -> float | None:
     if not math.isfinite(seconds) or not 0 <= seconds < 1e11:
         raise BadQueryError(name, "out of range")
     return seconds
+
+
+_SLUGS = {422: "rejected-by-provider", 429: "recipient-rate-limited", 502: "all-providers-failed",
+          503: "no-provider-available"}
+
+
+def answer(record: MessageRecord) -> tuple[int, dict[str, Any]]:
+    """The ``POST /sms`` answer a final record stands for (the caller's own numbers, in E.164):
+    given for an Idempotency-Key whose request a crash cut short before its answer was kept."""
+    shown = view(record, numbers=True)
+    # Not final (an async message queued or sending) is 202; receipts move only sent ones.
+    status = shown["http_status"] or (200 if record.status in ("delivered", "undelivered")
+                                      else 202)
+    attempts = [{"provider": a["provider"], "outcome": a["outcome"], "error": a["error"],
+                 "duration_ms": a["duration_ms"] or 0.0} for a in shown["attempts"]]
+    if status in (200, 202):
+        return status, {
+            "id": record.id, "status": record.status, "provider": record.provider,
+            "provider_message_id": record.provider_message_id, "to": list(record.numbers),
+            "attempts": attempts, "message": "send",
+            **({"refused": [{"to": r["to"], "error": r["error"]} for r in shown["refused"]]}
+               if shown["refused"] else {})}
+    detail = record.error or record.status
+    if status == 422:
+        detail = f"{record.provider} rejected the message as the caller's fault: {detail}"
+    return status, problem_body(status, detail, _SLUGS.get(status), id=record.id,
+                                attempts=attempts)

@@ -22,22 +22,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway import storage as storage_
+from gateway.breaker import State
 from gateway.config import Config
 from gateway.metrics import Metrics
 from gateway.observe import Observer
 from gateway.phones import mask
 from gateway.problems import Problem, problem_body
 from gateway.recorder import Recorder
+from gateway.records import answer
 from gateway.rights import OPEN, Caller
 from gateway.router import Outcome, Router, Snapshot
 from gateway.runtime import Runtime
 from gateway.storage import available, available_now, unavailable
 from gateway.store import (
+    Claim,
     KeyConflict,
     ListQuery,
     MessageRecord,
     NewMessage,
     Page,
+    Recovered,
     Replay,
     Store,
     StoreError,
@@ -81,6 +85,7 @@ class Gateway:
         self.observer = Observer(self._breaker_states)
         self.router = Router(self.observer.on_attempt, clock=clock)
         self._store: Store | None = None
+        self._keeper: storage_.DisabledKeeper | None = None
         # One reload at a time: a file change and a SIGHUP together must not apply an older
         # read of the file after a newer one.
         self.reload_lock = asyncio.Lock()
@@ -127,13 +132,22 @@ class Gateway:
         try:
             async with pool.session() as session:
                 self._runtime = Runtime(self.initial_config, session, clock=self.clock,
-                                        on_transition=self.observer.on_transition)
-                await storage_.restore_forced(self._store, self._runtime)
+                                        on_transition=self._transition)
+                await storage_.restore_forced(self._store, self._runtime, self.wall_clock())
+                self._keeper = storage_.DisabledKeeper(self._store, self._runtime, self.clock,
+                                                       self.wall_clock)
+                settler = asyncio.create_task(storage_.settling(
+                    self._store, lambda: self.runtime.config, self.announce))
                 try:
                     yield
                 finally:
+                    settler.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await settler
                     if self._cutoff is not None:
                         self._cutoff.cancel()
+                    await self._keeper.drain()
+                    self._keeper = None
                     self._runtime = None
         finally:
             sweeper.cancel()
@@ -141,6 +155,11 @@ class Gateway:
                 await sweeper
             await self._store.close()  # what is queued is written first
             self._store = None
+
+    def _transition(self, name: str, old: State, new: State, reason: str) -> None:
+        self.observer.on_transition(name, old, new, reason)
+        if self._keeper is not None:  # an account-level "disabled" is kept across restarts
+            self._keeper.moved(name, old, new, reason)
 
     async def keep_forced(self, name: str, forced: bool) -> None:
         """Remember an operator's force-open (or its end) for the next start."""
@@ -185,7 +204,9 @@ class Gateway:
             return await self.dispatch(snapshot, parse_send(body, snapshot.config), caller_id)
         keys = self.store.idempotency
         fingerprint = body_hash(json.dumps(body, sort_keys=True).encode())
-        claim = await available(keys.claim(caller_id, key, fingerprint))
+        claim = await self._claim(snapshot, caller_id, key, fingerprint)
+        if isinstance(claim, Reply):
+            return claim
         if isinstance(claim, Replay):
             return Reply(claim.status_code, claim.response, replayed=True)
         if isinstance(claim, KeyConflict):
@@ -206,6 +227,29 @@ class Gateway:
             log.error("send %s: its Idempotency-Key could not be kept: %s",
                       reply.body.get("id"), exc)
         return reply
+
+    async def _claim(self, snapshot: Snapshot, caller_id: str, key: str,
+                     fingerprint: str) -> Claim | Reply:
+        """The key's claim; a claim a crash left in flight is settled from its record."""
+        keys, bound = self.store.idempotency, storage_.in_flight_bound(snapshot.config)
+        claim = await available(keys.claim(caller_id, key, fingerprint, stale_after=bound))
+        if not isinstance(claim, Recovered):
+            return claim
+        keep = snapshot.config.storage.keep_params
+        await storage_.tell(await available(self.store.settle([claim.message_id],
+                                                              keep_params=keep)), self.announce)
+        record = await available(self.store.records.get(claim.message_id))
+        if record is not None and record.status not in ("failed", "rate_limited", "expired"):
+            status, body = answer(record)
+            log.warning("send %s: its Idempotency-Key was left in flight by a restart; "
+                        "answered from its record (%s)", record.id, record.status)
+            if status in _REPLAYABLE:
+                with contextlib.suppress(StoreError):
+                    await keys.complete(caller_id, key, status, body, record.id)
+            return Reply(status, body, replayed=True)
+        # Nothing was sent (no provider called, or it failed): the key is free for this request.
+        claim = await available(keys.claim(caller_id, key, fingerprint, stale_after=bound))
+        return KeyConflict("in_flight") if isinstance(claim, Recovered) else claim
 
     async def _release(self, caller_id: str, key: str) -> None:
         try:

@@ -254,3 +254,55 @@ async def test_long_attempt_chips_wrap_on_a_phone(
         assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"]
+
+
+async def test_recent_sends_filter_by_status_and_link_to_their_record(
+    make_gateway: MakeGateway, browser: Browser,
+) -> None:
+    gw = await make_gateway()
+    sent = await (await gw.send()).json()
+    await gw.mode("aliyun", "reject")  # the caller's fault: 422, status rejected
+    refused = await gw.send()
+    assert refused.status == 422
+    rejected = (await refused.json())["id"]
+    await gw.mode("aliyun", "ok")
+
+    # Without JavaScript: a plain GET form, rendered by the server.
+    page = await open_dashboard(browser, gw, javascript=False)
+    rows = page.get_by_test_id("recent").locator("tbody tr")
+    await expect(rows).to_have_count(2)
+    await page.get_by_test_id("status-select").select_option("rejected")
+    await page.get_by_test_id("status-filter").get_by_role("button").click()
+    await page.wait_for_url(re.compile(r"\?status=rejected$"))
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_have_attribute("data-status", "rejected")
+    await expect(page.get_by_test_id("status-select")).to_have_value("rejected")
+    await rows.first.locator("td.c-id a").click()  # the row's link: the record page
+    await page.wait_for_url(re.compile(rf"/sms/{rejected}$"))
+    record = page.get_by_test_id("record")
+    await expect(record).to_contain_text("rejected")
+    await expect(record).to_contain_text("+86138******00")
+    assert NUMBER not in await page.content()  # masked: no read_numbers right
+
+    # With JavaScript: choosing applies at once, and the live refresh keeps the filter.
+    page = await open_dashboard(browser, gw)
+    rows = page.get_by_test_id("recent").locator("tbody tr")
+    await page.get_by_test_id("status-select").select_option("sent")
+    await page.wait_for_url(re.compile(r"\?status=sent$"))
+    await expect(rows).to_have_count(1)
+    await expect(rows.first.locator("td.c-id a")).to_have_attribute("href", f"/sms/{sent['id']}")
+    await gw.mode("aliyun", "reject")
+    await gw.send()  # a new rejected send must not appear under "sent" after a refresh
+    await gw.send(to="+8613900139000", params={"code": "1"})
+    await gw.mode("aliyun", "ok")
+    await gw.send()
+    await expect(rows).to_have_count(2, timeout=LIVE_TIMEOUT_MS)
+    for row in await rows.all():
+        await expect(row).to_have_attribute("data-status", "sent")
+
+    # A status nobody knows: a clear 400 naming the filter, not a 500.
+    response = await gw.client.get("/?status=bogus")
+    assert response.status == 400 and (await response.json())["field"] == "status"
+    nothing = await page.goto(str(gw.client.make_url("/?status=expired")))
+    assert nothing is not None and nothing.status == 200
+    await expect(page.get_by_test_id("none-with-status")).to_contain_text("expired")

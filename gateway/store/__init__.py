@@ -14,7 +14,8 @@ from gateway.store.errors import (
     StoreUnavailableError,
     UnknownMessageError,
 )
-from gateway.store.idempotency import Claim, KeyConflict, New, Replay, body_hash
+from gateway.store.idempotency import Claim, KeyConflict, New, Recovered, Replay, body_hash
+from gateway.store.interrupted import Settled
 from gateway.store.models import (
     FINAL,
     STATUSES,
@@ -44,8 +45,10 @@ __all__ = [
     "Page",
     "ProviderState",
     "Recipient",
+    "Recovered",
     "Replay",
     "SchemaTooNewError",
+    "Settled",
     "Store",
     "StoreClosedError",
     "StoreConfigError",

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, bindparam, delete, select, tuple_, update
 
 from gateway.store.db import Database, dialect_insert
 from gateway.store.prepared import Prepared
-from gateway.store.schema import idempotency, to_us
+from gateway.store.schema import idempotency, messages, to_us
 
 DEFAULT_TTL = 24 * 3600.0
 EXPIRE_BATCH = 500
@@ -58,7 +58,18 @@ class KeyConflict:
     reason: Literal["in_flight", "different_body"]
 
 
-Claim = New | Replay | KeyConflict
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """The key's request was cut short by a crash (its claim outlived any live send) after its
+    record was written: answer from that record, whose sending may be over or was interrupted."""
+
+    message_id: str
+
+
+Claim = New | Replay | KeyConflict | Recovered
+# Records whose retry may send: nothing went out (every provider failed, a per-recipient limit,
+# an async message that expired). Any other record is answered from, never sent again.
+_NOT_SENT = ("failed", "rate_limited", "expired")
 
 
 def body_hash(body: bytes) -> str:
@@ -74,8 +85,11 @@ class Idempotency:
         self._ttl = ttl
 
     async def claim(self, caller: str, key: str, fingerprint: str,
-                    message_id: str | None = None) -> Claim:
-        """Claim ``key`` for ``caller``'s request with body ``fingerprint``."""
+                    message_id: str | None = None, *, stale_after: float | None = None) -> Claim:
+        """Claim ``key`` for ``caller``'s request with body ``fingerprint``. An in-flight claim
+        older than ``stale_after`` seconds (longer than any send can take) was left by a crash:
+        ``Recovered`` if its record says a provider may have been called, else it is taken
+        over (``New``): nothing was sent."""
 
         def write(conn: Connection) -> Claim:
             now = self._db.now_us()
@@ -91,7 +105,9 @@ class Idempotency:
             if row.body_hash != fingerprint:
                 return KeyConflict("different_body")
             if row.state != "done":
-                return KeyConflict("in_flight")
+                if stale_after is None or row.created_at > now - to_us(stale_after):
+                    return KeyConflict("in_flight")
+                return _recover(conn, mine, row.created_at, now, to_us(self._ttl))
             return Replay(row.status_code, json.loads(row.response), row.message_id)
 
         return await self._db.write(write)
@@ -139,3 +155,18 @@ def _expire_batch(conn: Connection, now: int, batch: int) -> int:
         select(idempotency.c.caller, idempotency.c.key)
         .where(idempotency.c.expires_at <= now).limit(batch))))
     return int(done.rowcount)
+
+
+def _recover(conn: Connection, mine: dict[str, str], claimed_at: int, now: int,
+             ttl_us: int) -> Claim:
+    """A crash's leftover claim: its send's record (written after the claim), or a new claim."""
+    found = conn.execute(
+        select(messages.c.id, messages.c.status)
+        .where(messages.c.caller == mine["b_caller"],
+               messages.c.idempotency_key == mine["b_key"], messages.c.created_at >= claimed_at)
+        .order_by(messages.c.created_at.desc()).limit(1)).first()
+    if found is not None and found.status not in _NOT_SENT:
+        return Recovered(found.id)
+    conn.execute(update(idempotency).where(_MINE).values(
+        created_at=now, expires_at=now + ttl_us, message_id=None), mine)
+    return New()

@@ -72,6 +72,14 @@ class Prepared:
             cursor.close()
         return None if row is None else row[0]
 
+    def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[Any]:
+        """Every row, as the driver's tuples (columns in the statement's order)."""
+        cursor = self._cursor(conn, params)
+        try:
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+
     def count(self, conn: Connection, params: Mapping[str, Any]) -> int:
         """How many rows the statement changed."""
         cursor = self._cursor(conn, params)

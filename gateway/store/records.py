@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Mapping
 
 from sqlalchemy import BindParameter, Connection, bindparam, delete, select, update
@@ -14,7 +16,7 @@ from gateway.store.models import FINAL, AttemptEnd, ListQuery, MessageRecord, Ne
 from gateway.store.prepared import Prepared
 from gateway.store.schema import attempts, messages, recipients, to_us
 
-RETENTION_BATCH = 500
+RETENTION_BATCH = 200
 
 # The send path's statements, compiled once (see prepared.py). Bound names differ from column
 # names: SQLAlchemy reserves those for the SET values.
@@ -74,9 +76,13 @@ class RecordStore:
                 "callback_url": new.callback_url, "idempotency_key": new.idempotency_key,
                 # A new row: its first attempt is counted here, not by _start's UPDATE.
                 "attempts": 0 if provider is None else 1})
-            _INSERT_RECIPIENT.many(conn, [
-                {"message_id": new.id, "number": number, "created_at": now}
-                for number in numbers])
+            if len(numbers) == 1:  # the common case: one statement, not a driver loop
+                _INSERT_RECIPIENT.execute(conn, {"message_id": new.id, "number": numbers[0],
+                                                 "created_at": now})
+            else:
+                _INSERT_RECIPIENT.many(conn, [
+                    {"message_id": new.id, "number": number, "created_at": now}
+                    for number in numbers])
             if provider is None:
                 return None
             _INSERT_ATTEMPT.execute(conn, {"message_id": new.id, "seq": 1, "provider": provider,
@@ -158,14 +164,18 @@ class RecordStore:
 
     async def purge(self, before: float, batch: int = RETENTION_BATCH) -> int:
         """Delete records created before ``before``, ``batch`` per transaction, so sends queued
-        meanwhile are written between batches; how many were deleted."""
+        meanwhile are written between batches; how many were deleted. After each batch it
+        pauses as long as the batch took: a long pass leaves the writer to sends half the
+        time, so their writes never queue behind batch after batch."""
         cutoff = to_us(before)
         total = 0
         while True:
+            started = time.monotonic()
             deleted = await self._db.write(lambda conn: _purge_batch(conn, cutoff, batch))
             total += deleted
             if deleted < batch:
                 return total
+            await asyncio.sleep(time.monotonic() - started)
 
 
 def _start(conn: Connection, now: int, message_id: str, provider: str) -> int:

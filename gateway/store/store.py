@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -17,6 +18,7 @@ from gateway.store.errors import (
     StoreUnavailableError,
 )
 from gateway.store.idempotency import DEFAULT_TTL, Idempotency
+from gateway.store.interrupted import Settled, settle, settle_interrupted
 from gateway.store.migrate import upgrade_connection
 from gateway.store.provider_state import ProviderStates
 from gateway.store.records import RecordStore
@@ -55,6 +57,18 @@ class Store:
         idempotency keys deleted in small batches; (records, keys) deleted."""
         records = await self.records.purge(self._db.clock() - retention)
         return records, await self.idempotency.expire()
+
+    async def settle_interrupted(self, older_than: float, *,
+                                 keep_params: bool = False) -> list[Settled]:
+        """Sync sends a crash left ``sending`` for over ``older_than`` seconds, settled
+        (``unknown``: maybe sent; ``failed``: no provider was called); see interrupted.py."""
+        return await settle_interrupted(self._db, older_than, keep_params=keep_params)
+
+    async def settle(self, ids: Sequence[str], *, keep_params: bool = False) -> list[Settled]:
+        """Settle these sync records if still ``sending``, whatever their age (the caller knows
+        their process is gone: an Idempotency-Key claim it left outlived any send)."""
+        return await self._db.write(lambda conn: settle(conn, ids, self._db.now_us(),
+                                                        keep_params=keep_params))
 
     def ensure_file(self) -> None:
         """Raise StoreUnavailableError if the SQLite file was moved or deleted while open:

@@ -5,6 +5,7 @@ nothing. Each test runs on SQLite and on PostgreSQL (see tests/store/conftest.py
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,8 @@ from typing import Any
 from gatewayproc import run_cli, sandbox_config
 from sqlalchemy.engine import make_url
 
-from conftest import FakeClock, Harness, MakeGateway, build_config
-from gateway.store import upgrade
+from conftest import NUMBER, FakeClock, Harness, MakeGateway, build_config
+from gateway.store import body_hash, upgrade
 
 from .conftest import PgServer, admin, require
 
@@ -241,3 +242,66 @@ async def test_keys_expire_and_retention_deletes_old_records(make_gateway: MakeG
             await asyncio.sleep(0.01)
     page = await listing(restarted, "limit=10")
     assert [item["id"] for item in page["items"]] == [kept]
+
+
+async def test_an_account_level_disable_survives_a_restart(make_gateway: MakeGateway,
+                                                           store_url: str) -> None:
+    wall = FakeClock(1_800_000_000.0)
+    gw = await make_gateway(config(store_url), wall_clock=wall)
+    await gw.mode("aliyun", "disabled")  # isv.AMOUNT_NOT_ENOUGH: account-level
+    assert (await (await gw.send()).json())["provider"] == "huawei"
+    assert gw.state("aliyun") == "disabled"
+    await gw.mode("aliyun", "ok")
+    await gw.client.close()
+
+    again = await make_gateway(config(store_url), wall_clock=wall)  # max_open_for is 300s
+    assert again.state("aliyun") == "disabled"
+    before = again.emulators["aliyun"].state.counters["requests"]
+    body = await (await again.send()).json()
+    assert [(a["provider"], a["outcome"]) for a in body["attempts"]] == [
+        ("aliyun", "skipped"), ("huawei", "accepted")]
+    assert again.emulators["aliyun"].state.counters["requests"] == before
+    status = await (await again.client.get("/status")).json()
+    assert {p["name"]: p["state"] for p in status["providers"]}["aliyun"] == "disabled"
+    await again.client.close()
+
+    wall.advance(301)  # the period ran out while the gateway was down: not revived
+    later = await make_gateway(config(store_url), wall_clock=wall)
+    assert later.state("aliyun") == "closed"
+    await later.client.close()
+
+
+async def test_an_operator_close_ends_a_kept_disable(make_gateway: MakeGateway,
+                                                     store_url: str) -> None:
+    gw = await make_gateway(config(store_url))
+    await gw.mode("aliyun", "disabled")
+    await gw.send()
+    assert gw.state("aliyun") == "disabled"
+    await gw.mode("aliyun", "ok")
+    assert (await gw.client.post("/admin/providers/aliyun/close", json={})).status == 200
+    await gw.client.close()
+    again = await make_gateway(config(store_url))
+    assert again.state("aliyun") == "closed"
+    assert (await (await again.send()).json())["provider"] == "aliyun"
+    states = await again.gateway.store.providers.all()
+    assert states["aliyun"].disabled_until is None
+
+
+async def test_a_key_a_crash_left_claimed_before_any_send_is_taken_over(
+        make_gateway: MakeGateway, store_url: str) -> None:
+    wall = FakeClock(1_800_000_000.0)
+    gw = await make_gateway(config(store_url), wall_clock=wall)
+    body = {"to": NUMBER, "template": "verify_code", "params": {"code": "123456"}}
+    # What a process killed between claiming the key and writing its record leaves behind.
+    await gw.gateway.store.idempotency.claim(
+        "", "order-9", body_hash(json.dumps(body, sort_keys=True).encode()))
+    before = requests(gw)
+    busy = await gw.send(headers={"Idempotency-Key": "order-9"})
+    assert busy.status == 409  # a send with it could still be in flight
+    wall.advance(60)  # longer than deadline + pool_wait + 5 s: its process is gone
+    taken = await gw.send(headers={"Idempotency-Key": "order-9"})
+    assert taken.status == 200 and "Idempotent-Replayed" not in taken.headers
+    assert requests(gw) == before + 1  # nothing had been sent: now it is, once
+    again = await gw.send(headers={"Idempotency-Key": "order-9"})
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert (await again.json())["id"] == (await taken.json())["id"]

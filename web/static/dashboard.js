@@ -67,7 +67,9 @@
     if (busy) { say("paused while " + busy, false); schedule(); return; }
     inFlight = true;
     try {
-      const response = await fetch("/?partial=1", { headers: { Accept: "text/html" }, cache: "no-store" });
+      const query = new URLSearchParams(location.search);  // the status filter, if any
+      query.set("partial", "1");
+      const response = await fetch("/?" + query.toString(), { headers: { Accept: "text/html" }, cache: "no-store" });
       if (!response.ok) throw new Error("HTTP " + response.status);
       const html = await response.text();
       if (busyReason()) return;  // the user started something while we waited
@@ -111,6 +113,8 @@
   live.addEventListener("change", function (event) {
     const target = event.target;
     if (target instanceof HTMLSelectElement && target.classList.contains("emu-mode")) setMode(target);
+    // The status filter is a plain GET form (it works without JavaScript); here a choice applies at once.
+    if (target instanceof HTMLSelectElement && target.name === "status" && target.form) target.form.submit();
   });
   document.addEventListener("visibilitychange", function () {
     if (!document.hidden) schedule(0);
