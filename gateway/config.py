@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import create_model
 
 from gateway.endpoints import endpoint_problem
+from gateway.limits import LimitsConfig, read_limits
 from gateway.models_sections import (
     LEVELS,
     RAW,
@@ -73,6 +74,7 @@ class ServerConfig:
     header_timeout: float = 10.0  # a request's headers, from connect or the previous response
     body_timeout: float = 30.0  # a request's whole body, once its headers are in
     max_connections: int = 1000  # open client connections; more get a 503 and are closed
+    trusted_numbers: tuple[str, ...] = ()  # "+digits" prefixes that limits per number skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +150,7 @@ class Config:
     routes: tuple[RouteConfig, ...] = ()
     emulated: bool = False
     storage: StorageConfig = field(default_factory=StorageConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)  # SPEC §10: limits, countries
 
     def provider(self, name: str) -> ProviderConfig | None:
         return next((p for p in self.providers if p.name == name), None)
@@ -239,7 +242,8 @@ def _validate(raw: Any, source: str, env: Mapping[str, str] | None,
     return config
 
 
-_TOP = ("server", "logging", "defaults", "templates", "providers", "routes", "storage")
+_TOP = ("server", "logging", "defaults", "templates", "providers", "routes", "storage",
+        "limits", "countries")
 
 
 def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None,
@@ -264,6 +268,7 @@ def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None,
         deadline=deadline, breaker=breaker, templates=templates, providers=providers,
         routes=routes, emulated=emulation is not None,
         storage=_storage(check, check.mapping(raw, "storage"), base),
+        limits=read_limits(check, raw, templates),
     )
 
 

@@ -94,6 +94,7 @@ async def dashboard(request: web.Request) -> web.Response:
     context: dict[str, Any] = {
         "status": status_document(gateway),
         "recent": await recent_sends(gateway),
+        "limits": await gateway.limiter.status(gateway.store, gateway.runtime.config),
         "emulators": {k: s.state.snapshot() for k, s in gateway.emulators.items()},
         "modes": EMULATOR_MODES,
         "latency_mode_ms": LATENCY_MODE_MS,

@@ -66,4 +66,8 @@ class Metrics:
             "sms_pool_timeouts", "Sends that gave up queueing for a pooled connection "
             "(server.pool_wait): nothing was sent", ["provider"], registry=self.registry,
         )
+        self.limited = Counter(
+            "sms_limited", "Sends refused by a gateway limit (SPEC §10), by rule "
+            "(countries.allow: a destination not allowed)", ["rule"], registry=self.registry,
+        )
         self.registry.register(_BreakerCollector(read_breakers))

@@ -30,6 +30,7 @@ from gateway.models_sections import (
     Text,
     written,
 )
+from gateway.limits import Countries, LimitEntry
 from providers import REGISTRY
 
 Option = Annotated[Any, written(*STRING)]
@@ -78,7 +79,8 @@ def config_model() -> type[BaseModel]:
         "defaults": (Defaults | None, None),
         "templates": (dict[str, Template | None] | None, None),
         "providers": (list[item], Field(min_length=1)), "routes": (list[Route] | None, None),
-        "storage": (Storage | None, None)}
+        "storage": (Storage | None, None),
+        "limits": (list[LimitEntry] | None, None), "countries": (Countries | None, None)}
     return create_model("SmsGatewayConfig", __base__=Section, **fields)
 
 

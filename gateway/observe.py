@@ -48,3 +48,7 @@ class Observer:
     def on_reload(self, result: str) -> None:
         """A config reload was ``applied`` or ``rejected``."""
         self.metrics.reloads.labels(result).inc()
+
+    def on_limited(self, rule: str) -> None:
+        """A send was refused by the limit ``rule`` (SPEC §10)."""
+        self.metrics.limited.labels(rule).inc()
