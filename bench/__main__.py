@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import cases
+from bench import cases, limits_case
 from bench.loadgen import wrk_path
 from bench.procs import Children
 from bench.report import machine, table, write
@@ -43,8 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.generator == "wrk" and not wrk_path():
         parser.error("wrk is not installed (make wrk), use --generator builtin")
     args.cases = {c.strip() for c in args.cases.split(",") if c.strip()}
-    if args.cases - set("12345"):
-        parser.error("--cases takes numbers from 1 to 5")
+    if args.cases - set("123459"):
+        parser.error("--cases takes numbers from 1 to 5, and 9")
     return args
 
 
@@ -72,7 +72,13 @@ async def _measure(args: argparse.Namespace, workdir: Path, children: Children) 
     hang = stack.start_gateway("gateway-hang", aliyun_timeout="1s") if "4" in want else None
     gw5 = stack.start_gateway("gateway-1000") if "5" in want else None
     bare5 = stack.start_bare("bare-1000") if "5" in want else None
-    await stack.ready(*filter(None, (gw, bare, no_breaker, hang, gw5, bare5)))
+    limited = (stack.start_gateway("gateway-limits", storage=limits_case.STORE,
+                                   sections={"limits": limits_case.default_rules()})
+               if "9" in want else None)
+    unlimited = (stack.start_gateway("gateway-no-limits", storage=limits_case.STORE)
+                 if "9" in want else None)
+    await stack.ready(*filter(None, (gw, bare, no_breaker, hang, gw5, bare5, limited,
+                                     unlimited)))
     b = cases.Bench(stack, workdir, args.duration, use_wrk, max(1, args.rounds))
     if gw and bare and "1" in want:
         await cases.case1(b, gw, bare)
@@ -84,6 +90,8 @@ async def _measure(args: argparse.Namespace, workdir: Path, children: Children) 
         await cases.case4(b, hang)
     if gw5 and bare5:
         await cases.case5(b, gw5, bare5)
+    if limited and unlimited:
+        await limits_case.case9(b, limited, unlimited)
     elapsed = time.monotonic() - started
     settings = {"duration_s": args.duration, "rounds": args.rounds,
                 "generator": "wrk" if use_wrk else "builtin", "cases": sorted(want)}

@@ -8,8 +8,9 @@ never earlier, so a window never admits early). The count in the window (now - w
 
     seq of the bucket's last hit - seq of its first hit after now - w + 1
 
-two seeks on the (bucket, at) index, whatever the number of past sends, in or out of the window.
-A refusal's Retry-After reads one more row (the hit whose leaving admits the request).
+seeks on the (bucket, at) index (one statement for all of a bucket's windows), whatever the
+number of past sends, in or out of the windows. A refusal's Retry-After reads one more row (the
+hit whose leaving admits the request).
 
 The check and the insert are one write: SQLite's single writer (``BEGIN IMMEDIATE`` across
 processes) runs them with nothing in between; on PostgreSQL every writer of limit rows first
@@ -20,9 +21,11 @@ took per-bucket locks in different orders would deadlock).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 
@@ -36,14 +39,28 @@ PRUNE_BATCH = 500
 REFUSALS_KEPT = 2 * 3600.0  # seconds: /status counts the last hour
 
 _B = bindparam("b_bucket")
-_LAST = Prepared(select(limit_hits.c.seq, limit_hits.c.at).where(limit_hits.c.bucket == _B)
-                 .order_by(limit_hits.c.at.desc()).limit(1), ())
-_FIRST = Prepared(select(limit_hits.c.seq).where(limit_hits.c.bucket == _B,
-                                                 limit_hits.c.at > bindparam("b_after"))
-                  .order_by(limit_hits.c.at).limit(1), ())
 _INSERT = Prepared(limit_hits.insert(), ("bucket", "at", "seq", "message_id"))
 _REFUSED = Prepared(limit_refusals.insert(), ("rule", "at", "message_id"))
 _LOCK = Prepared(select(func.pg_advisory_xact_lock(PG_LOCK)), ())
+
+
+def _seek(column: Any, after: str | None = None) -> Any:
+    """``column`` of the bucket's last hit, or of its first hit after ``:after``: one index
+    seek each."""
+    where = [limit_hits.c.bucket == _B]
+    if after is not None:
+        where.append(limit_hits.c.at > bindparam(after))
+    order = limit_hits.c.at if after is not None else limit_hits.c.at.desc()
+    return select(column).where(*where).order_by(order).limit(1).scalar_subquery()
+
+
+@functools.cache
+def counting(windows: int) -> Prepared:
+    """One statement for a bucket and ``windows`` windows: its last hit's seq and at, and the
+    seq of its first hit inside each window (``b_after0``, ...) — one round trip, not 1 + n."""
+    return Prepared(select(
+        _seek(limit_hits.c.seq), _seek(limit_hits.c.at),
+        *(_seek(limit_hits.c.seq, f"b_after{i}") for i in range(windows))), ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,14 +200,14 @@ def _admit(conn: Connection, checks: Sequence[LimitCheck], message_id: str,
     lasts: list[tuple[int, int] | None] = []
     for check in checks:
         bucket = fit(check.bucket)
-        last = _LAST.row(conn, {"b_bucket": bucket})
-        lasts.append(None if last is None else (int(last[0]), int(last[1])))
-        for limit in check.windows:
-            span = to_us(limit.window)
-            used = 0
-            if last is not None:
-                first = _FIRST.one(conn, {"b_bucket": bucket, "b_after": now - span})
-                used = 0 if first is None else int(last[0]) - int(first) + 1
+        spans = [to_us(limit.window) for limit in check.windows]
+        row = counting(len(spans)).row(conn, {
+            "b_bucket": bucket, **{f"b_after{i}": now - span for i, span in enumerate(spans)}})
+        assert row is not None  # a SELECT without FROM has its one row
+        last_seq, last_at, *firsts = row
+        lasts.append(None if last_seq is None else (int(last_seq), int(last_at)))
+        for limit, first in zip(check.windows, firsts, strict=True):
+            used = 0 if first is None else int(last_seq) - int(first) + 1
             if used + check.adds > limit.max:
                 exceeded.append(LimitExceeded(check.bucket, limit.rule, _retry_after(
                     conn, bucket, limit, used, check.adds, now)))
