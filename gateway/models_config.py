@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from gateway.limits import Countries, LimitEntry
 from gateway.models_sections import (
     STRING,
     Defaults,
@@ -30,7 +31,6 @@ from gateway.models_sections import (
     Text,
     written,
 )
-from gateway.limits import Countries, LimitEntry
 from providers import REGISTRY
 
 Option = Annotated[Any, written(*STRING)]

@@ -6,6 +6,7 @@ restarts, cost per check) are in tests/store/test_store_limits.py."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ async def test_the_window_slides_never_more_than_max_in_any_interval(
         clock.advance(1.5)
     # never a fourth inside any 10 s, and admitted again as soon as the oldest left
     assert all(b - a >= 10 for a, b in zip(admitted, admitted[3:], strict=False))
-    assert [round(b - a, 1) for a, b in zip(admitted, admitted[1:], strict=False)][:6] == \
+    assert [round(b - a, 1) for a, b in itertools.pairwise(admitted)][:6] == \
         [1.5, 1.5, 7.5, 1.5, 1.5, 7.5]
     assert sent(gw) == len(admitted) == 18  # 3 at 0, 10.5, 21, ... 52.5 s
 

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, select, update
+from sqlalchemy import BindParameter, Connection, bindparam, delete, func, select, update
 
 from gateway.store.db import Database
 from gateway.store.prepared import Prepared
@@ -38,7 +38,7 @@ BUCKET_MAX = 255  # limit_hits.bucket's length
 PRUNE_BATCH = 500
 REFUSALS_KEPT = 2 * 3600.0  # seconds: /status counts the last hour
 
-_B = bindparam("b_bucket")
+_B: BindParameter[str] = bindparam("b_bucket")
 _INSERT = Prepared(limit_hits.insert(), ("bucket", "at", "seq", "message_id"))
 _REFUSED = Prepared(limit_refusals.insert(), ("rule", "at", "message_id"))
 _LOCK = Prepared(select(func.pg_advisory_xact_lock(PG_LOCK)), ())
@@ -215,14 +215,17 @@ def _admit(conn: Connection, checks: Sequence[LimitCheck], message_id: str,
         _REFUSED.many(conn, [{"rule": e.rule[:128], "at": now, "message_id": message_id}
                              for e in exceeded])
         return LimitVerdict(tuple(exceeded))
+    hits: list[tuple[str, int]] = []
     rows = []
     for check, last in zip(checks, lasts, strict=True):
         seq, at = last if last is not None else (0, now - 1)
-        at = max(now, at + 1)
-        rows += [{"bucket": fit(check.bucket), "at": at + i, "seq": seq + 1 + i,
-                  "message_id": message_id} for i in range(check.adds)]
+        at, bucket = max(now, at + 1), fit(check.bucket)
+        for i in range(check.adds):
+            hits.append((bucket, at + i))
+            rows.append({"bucket": bucket, "at": at + i, "seq": seq + 1 + i,
+                         "message_id": message_id})
     _INSERT.many(conn, rows)
-    return LimitVerdict(hits=tuple((row["bucket"], row["at"]) for row in rows))
+    return LimitVerdict(hits=tuple(hits))
 
 
 def _retry_after(conn: Connection, bucket: str, limit: LimitWindow, used: int, adds: int,
