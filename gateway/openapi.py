@@ -185,7 +185,8 @@ def document(config: Config) -> dict[str, Any]:
 
 def _clear_limits() -> dict[str, Any]:
     body = {"type": "object", "additionalProperties": False, "required": ["number"],
-            "properties": {"number": {"type": "string", "examples": ["+8613800138000"]}}}
+            "properties": {"number": {"type": "string", "description": (
+                "E.164 (+86...), or without + in defaults.region")}}}
     return {"post": {
         "operationId": "adminClearLimits", "summary": "forget one number's limit counts",
         "security": [{}, {"bearer": []}, {"apiKey": []}],
