@@ -27,7 +27,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, bindparam, delete, func, select, update
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    bindparam,
+    delete,
+    func,
+    literal_column,
+    select,
+    update,
+)
 
 from gateway.store.db import Database
 from gateway.store.prepared import Prepared
@@ -51,7 +60,9 @@ def _seek(column: Any, after: str | None = None) -> Any:
     if after is not None:
         where.append(limit_hits.c.at > bindparam(after))
     order = limit_hits.c.at if after is not None else limit_hits.c.at.desc()
-    return select(column).where(*where).order_by(order).limit(1).scalar_subquery()
+    # LIMIT 1 written out: no LIMIT/OFFSET parameters to bind on every check
+    return select(column).where(*where).order_by(order).limit(literal_column("1")) \
+        .scalar_subquery()
 
 
 @functools.cache
@@ -60,7 +71,12 @@ def counting(windows: int) -> Prepared:
     seq of its first hit inside each window (``b_after0``, ...) — one round trip, not 1 + n."""
     return Prepared(select(
         _seek(limit_hits.c.seq), _seek(limit_hits.c.at),
-        *(_seek(limit_hits.c.seq, f"b_after{i}") for i in range(windows))), ())
+        *(_seek(limit_hits.c.seq, _after(i)) for i in range(windows))), ())
+
+
+@functools.cache
+def _after(index: int) -> str:
+    return f"b_after{index}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,29 +213,33 @@ def _admit(conn: Connection, checks: Sequence[LimitCheck], message_id: str,
            now: int) -> LimitVerdict:
     _lock(conn)
     exceeded: list[LimitExceeded] = []
-    lasts: list[tuple[int, int] | None] = []
+    lasts: list[tuple[str, int, int]] = []  # (bucket, last seq, last at) of each check
     for check in checks:
-        bucket = fit(check.bucket)
-        spans = [to_us(limit.window) for limit in check.windows]
-        row = counting(len(spans)).row(conn, {
-            "b_bucket": bucket, **{f"b_after{i}": now - span for i, span in enumerate(spans)}})
+        bucket = check.bucket if len(check.bucket) <= BUCKET_MAX else fit(check.bucket)
+        params: dict[str, Any] = {"b_bucket": bucket}
+        for index, limit in enumerate(check.windows):
+            params[_after(index)] = now - to_us(limit.window)
+        row = counting(len(check.windows)).row(conn, params)
         assert row is not None  # a SELECT without FROM has its one row
         last_seq, last_at, *firsts = row
-        lasts.append(None if last_seq is None else (int(last_seq), int(last_at)))
-        for limit, first in zip(check.windows, firsts, strict=True):
-            used = 0 if first is None else int(last_seq) - int(first) + 1
-            if used + check.adds > limit.max:
+        if last_seq is None:
+            lasts.append((bucket, 0, now - 1))
+            used = [0] * len(firsts)
+        else:
+            lasts.append((bucket, last_seq, last_at))
+            used = [0 if first is None else last_seq - first + 1 for first in firsts]
+        for limit, count in zip(check.windows, used, strict=True):
+            if count + check.adds > limit.max:
                 exceeded.append(LimitExceeded(check.bucket, limit.rule, _retry_after(
-                    conn, bucket, limit, used, check.adds, now)))
+                    conn, bucket, limit, count, check.adds, now)))
     if exceeded:
         _REFUSED.many(conn, [{"rule": e.rule[:128], "at": now, "message_id": message_id}
                              for e in exceeded])
         return LimitVerdict(tuple(exceeded))
     hits: list[tuple[str, int]] = []
     rows = []
-    for check, last in zip(checks, lasts, strict=True):
-        seq, at = last if last is not None else (0, now - 1)
-        at, bucket = max(now, at + 1), fit(check.bucket)
+    for check, (bucket, seq, last_at) in zip(checks, lasts, strict=True):
+        at = max(now, last_at + 1)
         for i in range(check.adds):
             hits.append((bucket, at + i))
             rows.append({"bucket": bucket, "at": at + i, "seq": seq + 1 + i,
