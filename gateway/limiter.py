@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import Config
-from gateway.limits import LimitRule, window_text
+from gateway.limits import LimitRule, LimitsConfig, window_text
 from gateway.observe import Observer
 from gateway.phones import mask, normalize
 from gateway.problems import Problem
@@ -30,10 +30,18 @@ SHOWN_DIGITS = 8  # a prefix is a range, not a person: this many digits are show
 TOP = 3  # consumers shown per rule
 
 
-@dataclass(slots=True)
-class _Bucket:
-    numbers: list[str] = field(default_factory=list)
-    rules: list[LimitRule] = field(default_factory=list)
+@dataclass(frozen=True, slots=True)
+class _Family:
+    """Rules that count in the same buckets (same per, digits and template), as the store
+    checks them."""
+
+    name: str  # the buckets' common start
+    per: str
+    digits: int
+    windows: tuple[LimitWindow, ...]
+
+
+Buckets = dict[str, list[str]]  # bucket -> the request's numbers counted in it
 
 
 class Limiter:
@@ -41,18 +49,20 @@ class Limiter:
 
     def __init__(self, observer: Observer) -> None:
         self._observer = observer
+        # template -> its rule families, for the rules of ``_rules`` (worked out once per
+        # template and config load: a send only looks them up)
+        self._rules: LimitsConfig | None = None
+        self._families: dict[str, tuple[_Family, ...]] = {}
 
     async def admit(self, store: Store, config: Config, send: SendRequest, message_id: str,
                     caller: str, key: str | None = None) -> LimitVerdict | None:
         """Count ``send`` against every rule, or raise the Problem that refuses it (422, 429,
         503); the verdict (its hits, for :meth:`refund`), or None when no rule applies."""
         self._allowed(config, send)
-        buckets = _buckets(config, send, caller)
-        if not buckets:
+        checks, buckets = _checks(self._for(config.limits, send.template.name), send, caller,
+                                  config.server.trusted_numbers)
+        if not checks:
             return None
-        checks = [LimitCheck(name, len(b.numbers),
-                             tuple(LimitWindow(r.name, r.max, r.window) for r in b.rules))
-                  for name, b in buckets.items()]
         try:
             verdict = await store.limits.admit(checks, message_id)
         except StoreError as exc:
@@ -64,6 +74,14 @@ class Limiter:
         problem = self._refusal(config, verdict.exceeded, buckets, message_id)
         await _keep(store, config, send, message_id, caller, key, problem.detail)
         raise problem
+
+    def _for(self, limits: LimitsConfig, template: str) -> tuple[_Family, ...]:
+        if limits is not self._rules:
+            self._rules, self._families = limits, {}
+        found = self._families.get(template)
+        if found is None:
+            found = self._families[template] = _families(limits.rules, template)
+        return found
 
     async def refund(self, store: Store, verdict: LimitVerdict | None) -> None:
         """No provider was called for an admitted send after all: it does not count."""
@@ -87,14 +105,14 @@ class Limiter:
                 errors=[{"field": "to", "to": mask(n.e164),
                          "message": f"{n.region} is not in countries.allow"} for n in refused])
 
-    def _refusal(self, config: Config, exceeded: Sequence[LimitExceeded],
-                 buckets: dict[str, _Bucket], message_id: str) -> Problem:
+    def _refusal(self, config: Config, exceeded: Sequence[LimitExceeded], buckets: Buckets,
+                 message_id: str) -> Problem:
         rules = {r.name: r for r in config.limits.rules}
         errors: list[dict[str, Any]] = []
         for broken in exceeded:
             rule = rules[broken.rule]
             wait = None if broken.retry_after is None else max(1, -int(-broken.retry_after // 1))
-            for number in buckets[broken.bucket].numbers:
+            for number in buckets[broken.bucket]:
                 errors.append({"field": "to", "to": mask(number), "limit": rule.name,
                                "message": f"{rule.describe()} per {rule.per}",
                                "retry_after": wait})
@@ -150,31 +168,37 @@ class Limiter:
         return doc
 
 
-def _buckets(config: Config, send: SendRequest, caller: str) -> dict[str, _Bucket]:
-    """Bucket -> the numbers of ``send`` in it and the rules counting it."""
-    trusted = config.server.trusted_numbers
-    out: dict[str, _Bucket] = {}
-    for rule in config.limits.rules:
-        if not rule.applies(send.template.name):
-            continue
+def _families(rules: Sequence[LimitRule], template: str) -> tuple[_Family, ...]:
+    """The rules that apply to ``template``, grouped by the buckets they count in."""
+    grouped: dict[str, list[LimitRule]] = {}
+    for rule in rules:
+        if rule.applies(template):
+            grouped.setdefault(rule.family, []).append(rule)
+    return tuple(_Family(name, group[0].per, group[0].digits or 0,
+                         tuple(LimitWindow(r.name, r.max, r.window) for r in group))
+                 for name, group in grouped.items())
+
+
+def _checks(families: Sequence[_Family], send: SendRequest, caller: str,
+            trusted: tuple[str, ...]) -> tuple[list[LimitCheck], Buckets]:
+    """What the store checks for ``send``, and which numbers are in each bucket."""
+    buckets: Buckets = {}
+    checks = []
+    for family in families:
+        mine: Buckets = {}
         for number in send.numbers:
-            if rule.per in ("number", "prefix") and number.e164.startswith(trusted):
-                continue
-            bucket = out.setdefault(rule.family + _key(rule, number.e164, number.region, caller),
-                                    _Bucket())
-            if not bucket.rules or bucket.rules[-1] is not rule:
-                bucket.rules.append(rule)
-            if number.e164 not in bucket.numbers:
-                bucket.numbers.append(number.e164)
-    return out
-
-
-def _key(rule: LimitRule, e164: str, region: str, caller: str) -> str:
-    if rule.per == "number":
-        return e164
-    if rule.per == "prefix":
-        return e164[1:1 + (rule.digits or 0)]
-    return region if rule.per == "country" else caller
+            e164 = number.e164
+            if family.per == "number" or family.per == "prefix":
+                if trusted and e164.startswith(trusted):
+                    continue
+                key = e164 if family.per == "number" else e164[1:1 + family.digits]
+            else:
+                key = number.region if family.per == "country" else caller
+            mine.setdefault(family.name + key, []).append(e164)
+        for bucket, numbers in mine.items():
+            checks.append(LimitCheck(bucket, len(numbers), family.windows))
+        buckets.update(mine)
+    return checks, buckets
 
 
 def _shown(key: str, per: str) -> str:
