@@ -271,11 +271,11 @@ def _refund(conn: Connection, hits: Sequence[tuple[str, int]]) -> None:
 
 
 def _prune(conn: Connection, cutoff: int, batch: int) -> tuple[int, bool]:
-    """The oldest ``batch`` hits by id (ids rise with time) that are past ``cutoff``; whether
+    """The oldest ``batch`` hits by id (ids rise with time) that are not after ``cutoff``; whether
     the whole batch was (then more may follow)."""
     rows = conn.execute(select(limit_hits.c.id, limit_hits.c.at)
                         .order_by(limit_hits.c.id).limit(batch)).all()
-    old = [row_id for row_id, at in rows if at < cutoff]
+    old = [row_id for row_id, at in rows if at <= cutoff]  # (now - w, now] is the window
     if old:
         conn.execute(delete(limit_hits).where(limit_hits.c.id.in_(old)))
     return len(old), len(rows) == batch and len(old) == batch

@@ -98,6 +98,22 @@ async def test_failing_everywhere_counts_and_never_calling_does_not(make_gateway
     assert (await gw.send(to=OTHER)).status == 200
 
 
+async def test_the_retention_task_prunes_hits_past_the_longest_window(
+        make_gateway: MakeGateway, store_url: str) -> None:
+    clock = FakeClock(START)
+    text_ = config(store_url, "{per: number, max: 1, window: 1h}")
+    gw = await make_gateway(text_, wall_clock=clock)
+    assert (await gw.send()).status == 200
+    assert (await gw.send(to=OTHER)).status == 200
+    await gw.client.close()
+    clock.advance(3600)  # the next start's first sweep: both are past the only window
+    again = await make_gateway(text_, wall_clock=clock)
+    async with asyncio.timeout(10):
+        while await hits(again.gateway.store):
+            await asyncio.sleep(0.01)
+    assert (await again.send()).status == 200
+
+
 async def test_windows_slide_and_retry_after_is_exact(store: Store, clock: StoreClock) -> None:
     check = [LimitCheck(BUCKET, 1, OTP)]
     admitted = []
