@@ -10,6 +10,7 @@ cannot be checked is a 503, never skipped.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -111,7 +112,7 @@ class Limiter:
         errors: list[dict[str, Any]] = []
         for broken in exceeded:
             rule = rules[broken.rule]
-            wait = None if broken.retry_after is None else max(1, -int(-broken.retry_after // 1))
+            wait = None if broken.retry_after is None else max(1, math.ceil(broken.retry_after))
             for number in buckets[broken.bucket]:
                 errors.append({"field": "to", "to": mask(number), "limit": rule.name,
                                "message": f"{rule.describe()} per {rule.per}",
