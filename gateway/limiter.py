@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ log = logging.getLogger("gateway.service")
 ALLOW_RULE = "countries.allow"  # what sms_limited_total calls a refused destination
 SHOWN_DIGITS = 8  # a prefix is a range, not a person: this many digits are shown
 TOP = 3  # consumers shown per rule
+STATUS_FOR = 5.0  # seconds the top consumers are reused (the dashboard asks every 3 s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,8 @@ class Limiter:
         # template and config load: a send only looks them up)
         self._rules: LimitsConfig | None = None
         self._families: dict[str, tuple[_Family, ...]] = {}
+        # the last /status answer: (when, for which rules and trusted numbers, what)
+        self._status: tuple[float, Config, dict[str, Any]] | None = None
 
     async def admit(self, store: Store, config: Config, send: SendRequest, message_id: str,
                     caller: str, key: str | None = None) -> LimitVerdict | None:
@@ -143,10 +147,22 @@ class Limiter:
         except StoreError:
             raise unavailable() from None
         log.info("limits: the counts of %s were cleared (%d hits)", mask(number), cleared)
+        self._status = None
         return {"number": mask(number), "cleared": cleared}
 
     async def status(self, store: Store, config: Config) -> dict[str, Any]:
-        """The rules with their top consumers (masked) and refusals in the last hour."""
+        """The rules with their top consumers (masked) and refusals in the last hour; reused
+        for STATUS_FOR seconds (counting the top consumers reads every hit a family keeps)."""
+        now = time.monotonic()
+        if self._status is not None and self._status[1] is config \
+                and now - self._status[0] < STATUS_FOR:
+            return self._status[2]
+        doc = await self._read_status(store, config)
+        if doc["error"] is None:
+            self._status = (now, config, doc)
+        return doc
+
+    async def _read_status(self, store: Store, config: Config) -> dict[str, Any]:
         limits = config.limits
         rules: list[dict[str, Any]] = [
             {"name": r.name, "per": r.per, "template": r.template, "digits": r.digits,
