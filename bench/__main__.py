@@ -35,7 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="alternating bare/gateway rounds for case 1 (3)")
     parser.add_argument("--generator", choices=("auto", "wrk", "builtin"), default="auto",
                         help="load generator: wrk when installed (auto), or the built-in one")
-    parser.add_argument("--cases", default="1,2,3,4,5", help="which cases, e.g. 1,3 (all)")
+    parser.add_argument("--cases", default="1,2,3,4,5,9", help="which cases, e.g. 1,3 (all)")
     parser.add_argument("--output", type=Path, help="JSON results (bench/results/latest.json)")
     parser.add_argument("--note", default="",
                         help="a sentence about this run, kept in the results and the README")

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from bench.limits_case import check_cost, default_rules
 from conftest import NUMBER, FakeClock, Harness, MakeGateway, build_config
 from gateway.config import ConfigError, load_config
 from gateway.reload import reload_now
@@ -264,3 +265,12 @@ async def test_admin_clear_forgets_one_number_and_needs_the_admin_right(
     assert await cleared.json() == {"number": "+86138******00", "cleared": 1}
     assert (await gw.send(headers=plain)).status == 200  # a fresh count
     assert (await gw.send(to=OTHER, headers=plain)).status == 429  # the other one kept its own
+
+
+def test_bench_case_9_runs_the_shipped_rules_check() -> None:
+    rules = default_rules()
+    assert [r["window"] for r in rules] == ["1m", "1h", "1d"]
+    cost = check_cost(past=2_000, checks=20)
+    for path in ("new_number", "number_with_3_hits_today"):
+        # one statement reads every window, one inserts the hit
+        assert cost[path]["statements"] == 2 and cost[path]["us_per_check"] > 0
