@@ -18,13 +18,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import cases, store_cases
+from bench import cases, limits_case, store_cases
 from bench.loadgen import wrk_path
 from bench.procs import Children
 from bench.report import machine, table, write
 from bench.stack import BREAKER_OFF, Stack
 
 ROOT = Path(__file__).resolve().parent.parent
+# Every case, in the order a full run measures them.
+CASES = ("1", "2", "3", "4", "5", "6", "9", "11")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -35,7 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="alternating bare/gateway rounds for case 1 (3)")
     parser.add_argument("--generator", choices=("auto", "wrk", "builtin"), default="auto",
                         help="load generator: wrk when installed (auto), or the built-in one")
-    parser.add_argument("--cases", default="1,2,3,4,5,6,11", help="which cases, e.g. 1,3 (all)")
+    parser.add_argument("--cases", default=",".join(CASES), help="which cases, e.g. 1,3 (all)")
     parser.add_argument("--output", type=Path, help="JSON results (bench/results/latest.json)")
     parser.add_argument("--note", default="",
                         help="a sentence about this run, kept in the results and the README")
@@ -43,8 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.generator == "wrk" and not wrk_path():
         parser.error("wrk is not installed (make wrk), use --generator builtin")
     args.cases = {c.strip() for c in args.cases.split(",") if c.strip()}
-    if args.cases - {*"12345", "6", "11"}:
-        parser.error("--cases takes 1 to 6 and 11")
+    if args.cases - set(CASES):
+        parser.error(f"--cases takes {', '.join(CASES)}")
     return args
 
 
@@ -74,7 +76,13 @@ async def _measure(args: argparse.Namespace, workdir: Path, children: Children) 
     hang = stack.start_gateway("gateway-hang", aliyun_timeout="1s") if "4" in want else None
     gw5 = stack.start_gateway("gateway-1000") if "5" in want else None
     bare5 = stack.start_bare("bare-1000") if "5" in want else None
-    await stack.ready(*filter(None, (gw, bare, no_breaker, hang, gw5, bare5, stored)))
+    limited = (stack.start_gateway("gateway-limits", storage=limits_case.STORE,
+                                   sections={"limits": limits_case.default_rules()})
+               if "9" in want else None)
+    unlimited = (stack.start_gateway("gateway-no-limits", storage=limits_case.STORE)
+                 if "9" in want else None)
+    await stack.ready(*filter(None, (gw, bare, no_breaker, hang, gw5, bare5, stored, limited,
+                                     unlimited)))
     b = cases.Bench(stack, workdir, args.duration, use_wrk, max(1, args.rounds))
     if gw and bare and "1" in want:
         await cases.case1(b, gw, bare)
@@ -90,6 +98,8 @@ async def _measure(args: argparse.Namespace, workdir: Path, children: Children) 
         await store_cases.case6(b, gw, stored, bare)
     if "11" in want:
         await store_cases.case11(b)
+    if limited and unlimited:
+        await limits_case.case9(b, limited, unlimited)
     elapsed = time.monotonic() - started
     settings = {"duration_s": args.duration, "rounds": args.rounds,
                 "generator": "wrk" if use_wrk else "builtin", "cases": sorted(want)}

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.configs import gateway_config, provider
+from bench.configs import gateway_config, provider, render
 from bench.procs import Child, Children, free_port, memory_kb, wait_http, wait_line
 
 _REQUESTS = re.compile(r'^sms_requests_total\{status="(\d+)"\} (\S+)$', re.MULTILINE)
@@ -22,8 +22,10 @@ BREAKER_OFF = {"consecutive_failures": 1_000_000_000, "minimum_calls": 1_000_000
 
 def bench_config(urls: dict[str, str], *, aliyun_timeout: str | None = None,
                  aliyun_breaker: dict[str, int] | None = None,
-                 storage: dict[str, Any] | None = None) -> str:
-    """A config.yaml for the emulators: shipped defaults, no log file, WARNING level."""
+                 storage: dict[str, Any] | None = None,
+                 sections: dict[str, Any] | None = None) -> str:
+    """A config.yaml for the emulators: shipped defaults, no log file, WARNING level;
+    ``sections`` added at the top level (case 9: ``limits``)."""
     extra: dict[str, Any] = {"timeout": aliyun_timeout} if aliyun_timeout else {}
     if aliyun_breaker:
         extra["breaker"] = aliyun_breaker
@@ -37,7 +39,7 @@ def bench_config(urls: dict[str, str], *, aliyun_timeout: str | None = None,
                      templates=("verify_code",), **extra),
             provider("huawei", priority=2, endpoint=urls["huawei"], inline=True,
                      templates=("verify_code",)),
-        ], storage=storage)
+        ], storage=storage) + (render(sections) if sections else "")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from pydantic import create_model
 
 from gateway.callback_rules import read_callback_secret
 from gateway.endpoints import endpoint_problem
+from gateway.limits import LimitsConfig, read_limits
 from gateway.models_sections import (
     LEVELS,
     RAW,
@@ -77,6 +78,7 @@ class ServerConfig:
     callback_hosts: tuple[str, ...] = ()  # where callback_url may point (gateway.callback_rules)
     callback_secret: Secret = field(default_factory=lambda: Secret(""))  # signs callbacks
     callback_timeout: float = 10.0  # one callback POST
+    trusted_numbers: tuple[str, ...] = ()  # "+digits" prefixes that limits per number skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +154,7 @@ class Config:
     routes: tuple[RouteConfig, ...] = ()
     emulated: bool = False
     storage: StorageConfig = field(default_factory=StorageConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)  # SPEC §10: limits, countries
 
     def provider(self, name: str) -> ProviderConfig | None:
         return next((p for p in self.providers if p.name == name), None)
@@ -243,7 +246,8 @@ def _validate(raw: Any, source: str, env: Mapping[str, str] | None,
     return config
 
 
-_TOP = ("server", "logging", "defaults", "templates", "providers", "routes", "storage")
+_TOP = ("server", "logging", "defaults", "templates", "providers", "routes", "storage",
+        "limits", "countries")
 
 
 def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None,
@@ -268,6 +272,7 @@ def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None,
         deadline=deadline, breaker=breaker, templates=templates, providers=providers,
         routes=routes, emulated=emulation is not None,
         storage=_storage(check, check.mapping(raw, "storage"), base),
+        limits=read_limits(check, raw, templates),
     )
 
 

@@ -104,6 +104,7 @@ async def dashboard(request: web.Request) -> web.Response:
         "recent": await recent_sends(gateway, status=shown),
         "status_filter": shown,
         "statuses": LIFECYCLE,
+        "limits": await gateway.limiter.status(gateway.store, gateway.runtime.config),
         "emulators": {k: s.state.snapshot() for k, s in gateway.emulators.items()},
         "modes": EMULATOR_MODES,
         "latency_mode_ms": LATENCY_MODE_MS,

@@ -122,6 +122,7 @@ async def status(request: web.Request) -> web.Response:
     gateway = request.app[gateway_key]
     doc = status_document(gateway)
     doc["callbacks"] = request.app[callbacks_key].status()
+    doc["limits"] = await gateway.limiter.status(gateway.store, gateway.runtime.config)
     if request.query.get("recent"):
         doc["recent"] = await recent_sends(gateway)
     return web.json_response(doc)
@@ -169,6 +170,18 @@ async def admin_breaker(request: web.Request) -> web.Response:
     return web.json_response(provider_status(gateway, member))
 
 
+async def admin_limits_clear(request: web.Request) -> web.Response:
+    """POST /admin/limits/clear ``{"number": "+86..."}``: forget one number's limit counts."""
+    gateway = request.app[gateway_key]
+    admin(request)  # the guard checked it already; kept here so no route is left open
+    body = await read_json(request)
+    if not isinstance(body, dict) or set(body) != {"number"} \
+            or not isinstance(body["number"], str):
+        raise Problem(400, 'send {"number": "+8613800138000"}', slug="invalid-request")
+    return web.json_response(
+        await gateway.limiter.clear(gateway.store, gateway.runtime.config, body["number"]))
+
+
 def setup_routes(app: web.Application) -> None:
     app.router.add_post("/sms", send_sms)
     app.router.add_post("/api/sms", send_sms)
@@ -179,4 +192,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/admin/providers/{name}/{action}", admin_breaker)
+    app.router.add_post("/admin/limits/clear", admin_limits_clear)
     app.router.add_get("/openapi.json", openapi_json)

@@ -76,4 +76,8 @@ class Metrics:
             "sms_callback_queue_depth", "Status callbacks waiting to be delivered",
             registry=self.registry,
         )
+        self.limited = Counter(
+            "sms_limited", "Sends refused by a gateway limit (SPEC §10), by rule "
+            "(countries.allow: a destination not allowed)", ["rule"], registry=self.registry,
+        )
         self.registry.register(_BreakerCollector(read_breakers))

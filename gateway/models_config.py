@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from gateway.limits import Countries, LimitEntry
 from gateway.models_sections import (
     STRING,
     Defaults,
@@ -78,7 +79,8 @@ def config_model() -> type[BaseModel]:
         "defaults": (Defaults | None, None),
         "templates": (dict[str, Template | None] | None, None),
         "providers": (list[item], Field(min_length=1)), "routes": (list[Route] | None, None),
-        "storage": (Storage | None, None)}
+        "storage": (Storage | None, None),
+        "limits": (list[LimitEntry] | None, None), "countries": (Countries | None, None)}
     return create_model("SmsGatewayConfig", __base__=Section, **fields)
 
 

@@ -168,6 +168,19 @@ def _on_unknown(value: Any) -> str:
     return str(value)
 
 
+def _trusted(value: Any) -> tuple[str, ...]:
+    """E.164 numbers or prefixes, country code included (``+`` optional: YAML reads an unquoted
+    +86138 as the integer 86138)."""
+    out = []
+    for item in _texts(value):
+        digits = item.strip().lstrip("+")
+        if not (digits.isdigit() and digits.isascii() and 3 <= len(digits) <= 15):
+            raise problem(f"items must be E.164 numbers or prefixes such as +86138, "
+                          f"not {shown(item)}")
+        out.append("+" + digits)
+    return tuple(dict.fromkeys(out))
+
+
 Text = Annotated[str, BeforeValidator(_text), written(*STRING)]
 TEXTS = written({"type": "array", "items": TEXT}, *STRING)
 Count0 = Annotated[int, BeforeValidator(_count(0)), _count_written(0)]
@@ -187,6 +200,9 @@ Flag = Annotated[bool, BeforeValidator(_flag), written(
     {"type": "boolean"}, {"type": "string", "pattern": case_free(*_TRUE, *_FALSE)})]
 Names = Annotated[tuple[str, ...], BeforeValidator(lambda v: tuple(_texts(v))), TEXTS]
 Params = Annotated[tuple[str, ...], BeforeValidator(_params), TEXTS]
+Trusted = Annotated[tuple[str, ...], BeforeValidator(_trusted), TEXTS]
+
+
 OnUnknown = Annotated[Literal["stop", "failover"], BeforeValidator(_on_unknown),
                       written({"enum": ["stop", "failover"]})]
 
@@ -221,6 +237,8 @@ class Server(Section):
     callback_secret: Annotated[Any, RAW, written(*STRING)] = Field(
         None, description="the HMAC-SHA256 key callbacks are signed with: a ${VAR}")
     callback_timeout: Positive = Field(10.0, description="one callback POST, all of it")
+    trusted_numbers: Trusted = Field((), description=(
+        "E.164 numbers or prefixes (+86138) that number and prefix limits do not count"))
 
 
 class Logging(Section):

@@ -68,3 +68,7 @@ class Observer:
     def on_callback_queue(self, depth: int) -> None:
         """The status callbacks waiting to be delivered, as the sender last saw them."""
         self.metrics.callback_queue.set(depth)
+
+    def on_limited(self, rule: str) -> None:
+        """A send was refused by the limit ``rule`` (SPEC §10)."""
+        self.metrics.limited.labels(rule).inc()

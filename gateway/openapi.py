@@ -203,9 +203,11 @@ def _send_operation(alias: bool) -> dict[str, Any]:
             "409": _problem("Idempotency-Key used with another body, or still in flight"),
             "413": _problem(f"body over {MAX_BODY_BYTES} bytes or too many numbers"),
             "415": _problem("the content type is not JSON"),
-            "422": _problem("unknown template, wrong params, invalid numbers, or a provider "
-                            "rejected it as the caller's fault"),
-            "429": _problem("a per-recipient limit", retry_after=True),
+            "422": _problem("unknown template, wrong params, invalid numbers, a destination "
+                            "outside countries.allow, or a provider rejected it as the "
+                            "caller's fault"),
+            "429": _problem("a limit of the gateway's (limits:) or a provider's per-recipient "
+                            "limit", retry_after=True),
             "502": _problem("every provider tried failed; none sent it"),
             "503": _problem("every provider is open or disabled", retry_after=True),
         },
@@ -267,6 +269,7 @@ def document(config: Config) -> dict[str, Any]:
                     "schema": {"type": "string"}}}}}),
             "/openapi.json": _get("openapi", "this document", {"200": _json_ok("OpenAPI 3.1")}),
             "/admin/providers/{name}/{action}": admin,
+            "/admin/limits/clear": _clear_limits(),
         },
         "components": {
             "schemas": {"SendRequest": request_schema(config.templates,
@@ -282,6 +285,24 @@ def document(config: Config) -> dict[str, Any]:
             },
         },
     }
+
+
+def _clear_limits() -> dict[str, Any]:
+    body = {"type": "object", "additionalProperties": False, "required": ["number"],
+            "properties": {"number": {"type": "string", "description": (
+                "E.164 (+86...), or without + in defaults.region")}}}
+    return {"post": {
+        "operationId": "adminClearLimits", "summary": "forget one number's limit counts",
+        "security": [{}, {"bearer": []}, {"apiKey": []}],
+        "requestBody": {"required": True, "content": {_JSON: {"schema": body}}},
+        "responses": {"200": _json_ok("{number (masked), cleared: hits deleted}"),
+                      "400": _problem("the body is not {\"number\": \"...\"}"),
+                      "401": _problem("auth is on and the key is missing or wrong"),
+                      "403": _problem("the key does not have the admin right, or a foreign "
+                                      "Origin: cross-site requests change nothing"),
+                      "415": _problem("not sent as application/json"),
+                      "422": _problem("not a valid phone number"),
+                      "503": _problem("the store is unavailable")}}}
 
 
 async def openapi_json(request: web.Request) -> web.Response:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from gateway import storage as storage_
 from gateway.breaker import State
 from gateway.config import Config
+from gateway.limiter import Limiter
 from gateway.metrics import Metrics
 from gateway.observe import Observer
 from gateway.phones import mask
@@ -84,6 +85,7 @@ class Gateway:
         self._cutoff: asyncio.TimerHandle | None = None
         self.observer = Observer(self._breaker_states)
         self.router = Router(self.observer.on_attempt, clock=clock)
+        self.limiter = Limiter(self.observer)  # SPEC §10; its counts are in the store
         self._store: Store | None = None
         self._keeper: storage_.DisabledKeeper | None = None
         # One reload at a time: a file change and a SIGHUP together must not apply an older
@@ -113,6 +115,10 @@ class Gateway:
     def _breaker_states(self) -> list[tuple[str, str]]:
         return list(self._runtime.breaker_states()) if self._runtime else []
 
+    def _limits_horizon(self) -> float:
+        config = self._runtime.config if self._runtime is not None else self.initial_config
+        return config.limits.horizon
+
     def _pool_wait(self) -> float:
         config = self._runtime.config if self._runtime is not None else self.initial_config
         return config.server.pool_wait
@@ -125,7 +131,8 @@ class Gateway:
         storage_.make_default_folder(storage)
         self._store = await open_store(storage.url, base=storage.base, clock=self.wall_clock,
                                        idempotency_ttl=storage.idempotency_ttl)
-        sweeper = asyncio.create_task(storage_.sweeping(self._store, storage.retention))
+        sweeper = asyncio.create_task(storage_.sweeping(self._store, storage.retention,
+                                                        self._limits_horizon))
         # The pool's size is fixed when the session is made; its wait is read per request.
         pool = Pool(self.initial_config.server.pool_size, self._pool_wait,
                     self.observer.on_pool_wait)
@@ -264,12 +271,17 @@ class Gateway:
         available_now(self.store)
         message = Message(uuid.uuid4().hex, tuple(n.e164 for n in send.numbers),
                           send.template.name, send.params)
+        # Limits: counted before any provider is called, or the request is refused (422/429)
+        admitted = await self.limiter.admit(self.store, snapshot.config, send, message.id,
+                                            caller_id, key)
         recorder = Recorder(self.store.records, NewMessage(
             message.id, caller_id, message.template, message.to, dict(send.params),
             callback_url=send.callback_url, idempotency_key=key),
             keep_params=snapshot.config.storage.keep_params)
         outcome = await available(
             self.router.send(snapshot, message, send.template, send.countries, recorder))
+        if not recorder.called:  # nothing can have been sent: it does not count
+            await self.limiter.refund(self.store, admitted)
         refused = _refused(message.to, outcome.refused)
         try:
             await recorder.finish(outcome, {n: code for i, n, code in refused if i >= 0})

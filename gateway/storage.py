@@ -33,13 +33,17 @@ def make_default_folder(storage: StorageConfig) -> None:
             (storage.base / "data").mkdir(exist_ok=True)
 
 
-async def sweeping(store: Store, retention: float) -> None:
-    """Delete records past ``retention`` and expired keys, now and every SWEEP_EVERY."""
+async def sweeping(store: Store, retention: float,
+                   limits_horizon: Callable[[], float] | None = None) -> None:
+    """Delete records past ``retention`` and expired keys, now and every SWEEP_EVERY; and limit
+    counts older than the longest window (``limits_horizon()``, read each pass)."""
     while True:
         try:
             records, keys = await store.sweep(retention)
             if records or keys:
                 log.info("retention: %d records and %d idempotency keys deleted", records, keys)
+            if limits_horizon is not None:
+                await store.limits.prune(limits_horizon())
         except StoreError as exc:
             log.warning("retention pass failed (tried again later): %s", exc)
         await asyncio.sleep(SWEEP_EVERY)

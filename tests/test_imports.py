@@ -118,7 +118,7 @@ def test_no_import_cycles() -> None:
 
 
 COUNTERS = frozenset({"requests", "attempts", "latency", "reloads", "transitions", "pool_waits",
-                      "pool_timeouts"})
+                      "pool_timeouts", "limited"})
 
 
 def test_only_the_observer_counts() -> None:

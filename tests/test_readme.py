@@ -56,7 +56,8 @@ async def test_what_needs_a_key_says_so(make_gateway: MakeGateway) -> None:
     routes = section("HTTP API")
     for method, path, row in (("GET", "/sms/x", "`GET /sms/{id}`"),
                               ("GET", "/_emulator", "`GET/POST /_emulator"),
-                              ("POST", "/admin/providers/aliyun/open", "`POST /admin")):
+                              ("POST", "/admin/providers/aliyun/open", "`POST /admin/providers"),
+                              ("POST", "/admin/limits/clear", "`POST /admin/limits")):
         needs_key = (await gw.client.request(method, path, json={})).status == 401
         assert needs_key
         assert "needs an API key when auth is on" in table_row(routes, row), row

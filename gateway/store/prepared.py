@@ -80,6 +80,15 @@ class Prepared:
         finally:
             cursor.close()
 
+    def row(self, conn: Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The first row, or None."""
+        cursor = self._cursor(conn, params)
+        try:
+            found = cursor.fetchone()
+        finally:
+            cursor.close()
+        return None if found is None else tuple(found)
+
     def count(self, conn: Connection, params: Mapping[str, Any]) -> int:
         """How many rows the statement changed."""
         cursor = self._cursor(conn, params)

@@ -163,6 +163,22 @@ Index("ix_callbacks_next_attempt", callbacks.c.next_attempt_at)
 
 # -- limits (SPEC §10; migration r0005) -------------------------------------------------------
 
+# Each hit's place in its bucket, 1, 2, 3, ... in time order (``at`` rises strictly within a
+# bucket): the count in a window is the last place minus the first place inside it, plus one,
+# found by two index seeks on (bucket, at) however many hits came before (gateway/store/limits.py).
+limit_hits.append_column(Column("seq", BigInteger, nullable=False, server_default=text("0")))
+
+# Requests a limit refused: /status and the dashboard count them by rule over the last hour.
+limit_refusals = Table(
+    "limit_refusals", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("rule", NAME, nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("message_id", ID),
+)
+Index("ix_limit_refusals_at", limit_refusals.c.at)
+
 # -- replicas (SPEC §11; migration r0006) -----------------------------------------------------
 
 
