@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from gateway.receipts import ReceiptDesk
     from gateway.service import Gateway
 
 gateway_key: web.AppKey[Gateway] = web.AppKey("gateway")
+receipts_key: web.AppKey[ReceiptDesk] = web.AppKey("receipts")

@@ -57,4 +57,17 @@ class Recorder:
         await self._records.finish(
             self._new.id, _FINAL.get(outcome.state, "unknown"), provider=outcome.provider,
             provider_message_id=outcome.provider_message_id, error=outcome.reason or None,
-            keep_params=self._keep_params, last=last, refused=refused)
+            keep_params=self._keep_params, last=last, refused=refused,
+            recipient_ids=self._recipient_ids(outcome) if outcome.state == "sent" else None)
+
+    def _recipient_ids(self, outcome: Outcome) -> dict[str, str]:
+        """Our number -> the provider's id for it, for receipts: the per-recipient ids where
+        the provider gives them (matched by digits: ``8613...`` is our ``+8613...``), else the
+        message's one id (Aliyun's BizId) for every number."""
+        ours = {number.lstrip("+"): number for number in self._new.numbers}
+        if outcome.recipient_ids:
+            return {ours[n.lstrip("+")]: one for n, one in outcome.recipient_ids
+                    if n.lstrip("+") in ours}
+        if outcome.provider_message_id:
+            return dict.fromkeys(ours.values(), outcome.provider_message_id)
+        return {}

@@ -78,7 +78,7 @@ class Gateway:
         self.clock = clock
         self._runtime: Runtime | None = None
         self._cutoff: asyncio.TimerHandle | None = None
-        self.observer = Observer(self._breaker_states)
+        self.observer = Observer(self._breaker_states, wall_clock)
         self.router = Router(self.observer.on_attempt, clock=clock)
         self._store: Store | None = None
         # One reload at a time: a file change and a SIGHUP together must not apply an older
