@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import cases
+from bench import case_receipts, cases
 from bench.loadgen import wrk_path
 from bench.procs import Children
 from bench.report import machine, table, write
@@ -43,8 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.generator == "wrk" and not wrk_path():
         parser.error("wrk is not installed (make wrk), use --generator builtin")
     args.cases = {c.strip() for c in args.cases.split(",") if c.strip()}
-    if args.cases - set("12345"):
-        parser.error("--cases takes numbers from 1 to 5")
+    if args.cases - set("123458"):
+        parser.error("--cases takes numbers from 1 to 5, and 8 (receipts)")
     return args
 
 
@@ -84,6 +84,8 @@ async def _measure(args: argparse.Namespace, workdir: Path, children: Children) 
         await cases.case4(b, hang)
     if gw5 and bare5:
         await cases.case5(b, gw5, bare5)
+    if "8" in want:
+        await case_receipts.case8(b)
     elapsed = time.monotonic() - started
     settings = {"duration_s": args.duration, "rounds": args.rounds,
                 "generator": "wrk" if use_wrk else "builtin", "cases": sorted(want)}

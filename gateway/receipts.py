@@ -69,7 +69,7 @@ class ReceiptDesk:
             log.warning("receipts: %d parked an hour without a matching send, dropped",
                         len(applied.dropped))
         for moved in applied.moved:
-            log.info("send %s %s", moved.id, moved.status)
+            log.debug("send %s %s", moved.id, moved.status)
             await self.gateway.announce(moved.id, moved.callback_url)
 
     async def pass_once(self) -> Applied:

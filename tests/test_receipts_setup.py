@@ -48,8 +48,9 @@ def test_huawei_sends_carry_status_callback_when_public_url_is_set() -> None:
     own = build_config(providers=[provider("huawei", status_callback="https://mine.example/cb")])
     kept = parse_config(own + render({"receipts": {"token": TOKEN,
                                                    "public_url": "https://x.example"}}), env=env())
-    assert kept.provider("huawei").settings.options["status_callback"] == \
-        "https://mine.example/cb"  # type: ignore[union-attr]
+    mine = kept.provider("huawei")
+    assert mine is not None
+    assert mine.settings.options["status_callback"] == "https://mine.example/cb"
 
 
 @pytest.mark.parametrize(("block", "key", "words"), [

@@ -11,13 +11,14 @@ second waits, then sees the first's delivery and moves the message on.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, or_, select, update
 
 from gateway.store.db import Database
+from gateway.store.prepared import Prepared
 from gateway.store.schema import messages, recipients, to_us, unmatched_receipts
 
 PARK_FOR = 3600.0  # seconds an unmatched receipt waits for its record (SPEC §9)
@@ -110,46 +111,67 @@ class ReceiptStore:
             select(unmatched_receipts.c.id)).all()))
 
 
-def _match(conn: Connection, report: DeliveryReport) -> tuple[str, str] | None:
-    """(message id, number) of the recipient ``report`` is about: our id plus the number or the
-    per-recipient id; else the provider's id alone (narrowed by the number when shared)."""
-    number, pid = report.number, report.provider_message_id
-    if report.message_id:
-        rows = conn.execute(select(recipients.c.number, recipients.c.provider_message_id)
-                            .where(recipients.c.message_id == report.message_id)).all()
-        found = _pick(rows, number, pid)
-        if found is not None:
-            return report.message_id, found
-        if rows and not pid:
-            return None  # our message, but no such number in it
-    if pid:
-        rows = conn.execute(select(recipients.c.message_id, recipients.c.number)
-                            .where(recipients.c.provider_message_id == pid).limit(1001)).all()
-        if len(rows) == 1:
-            return rows[0].message_id, rows[0].number
-        if number:
-            hits = [r for r in rows if same_number(r.number, number)]
+class _Batch:
+    """What a batch sees once its messages are locked: their rows and their recipients (read
+    after the lock, so another replica's committed deliveries are in), changed as it goes."""
+
+    def __init__(self, conn: Connection, reports: Sequence[DeliveryReport]) -> None:
+        ours = {r.message_id for r in reports if r.message_id}
+        pids = {r.provider_message_id for r in reports if r.provider_message_id}
+        by_pid: dict[str, list[str]] = {}
+        if pids:  # the provider's id alone: which messages could it be?
+            for row in conn.execute(select(recipients.c.message_id,
+                                           recipients.c.provider_message_id)
+                                    .where(recipients.c.provider_message_id.in_(pids))):
+                by_pid.setdefault(row.provider_message_id, []).append(row.message_id)
+        wanted = sorted(ours | {m for found in by_pid.values() for m in found})
+        self.messages = _lock(conn, wanted)
+        self.numbers: dict[str, dict[str, list[Any]]] = {}  # message -> number -> [pid, status]
+        if self.messages:
+            for one in conn.execute(select(recipients.c.message_id, recipients.c.number,
+                                           recipients.c.provider_message_id,
+                                           recipients.c.status)
+                                    .where(recipients.c.message_id.in_(list(self.messages)))):
+                self.numbers.setdefault(one.message_id, {})[one.number] = [
+                    one.provider_message_id, one.status]
+
+    def match(self, report: DeliveryReport) -> tuple[str, str] | None:
+        """(message id, number): our id plus the number or the per-recipient id; else the
+        provider's id alone (narrowed by the number when several recipients share it)."""
+        number, pid = report.number, report.provider_message_id
+        if report.message_id in self.numbers:
+            found = _pick(self.numbers[report.message_id], number, pid)
+            if found is not None:
+                return report.message_id, found
+            if not pid:
+                return None  # our message, but no such number in it
+        if pid:
+            hits = [(m, n) for m, numbers in self.numbers.items()
+                    for n, (one, _status) in numbers.items() if one == pid]
+            if len(hits) > 1 and number:
+                hits = [(m, n) for m, n in hits if same_number(n, number)]
             if len(hits) == 1:
-                return hits[0].message_id, hits[0].number
-    return None
+                return hits[0]
+        return None
 
 
-def _pick(rows: Sequence[Any], number: str | None, pid: str | None) -> str | None:
+def _pick(numbers: dict[str, list[Any]], number: str | None, pid: str | None) -> str | None:
     if pid:
-        by_id: list[str] = [r.number for r in rows if r.provider_message_id == pid]
+        by_id = [n for n, (one, _status) in numbers.items() if one == pid]
         if len(by_id) == 1:
             return by_id[0]
     if number:
-        exact: list[str] = [r.number for r in rows if r.number.lstrip("+") == number.lstrip("+")]
-        hits = exact or [str(r.number) for r in rows if same_number(r.number, number)]
+        plus = "+" + number.lstrip("+")
+        if plus in numbers:
+            return plus
+        hits = [n for n in numbers if same_number(n, number)]
         if len(hits) == 1:
             return hits[0]
     return None
 
 
-def _lock(conn: Connection, ids: Iterable[str]) -> dict[str, Any]:
+def _lock(conn: Connection, wanted: Sequence[str]) -> dict[str, Any]:
     """The messages, locked in id order (PostgreSQL; SQLite's one writer needs no lock)."""
-    wanted = sorted(set(ids))
     if not wanted:
         return {}
     stmt = (select(messages.c.id, messages.c.status, messages.c.provider, messages.c.created_at,
@@ -158,63 +180,75 @@ def _lock(conn: Connection, ids: Iterable[str]) -> dict[str, Any]:
     return {row.id: row for row in conn.execute(stmt)}
 
 
+_DELIVER = Prepared(
+    update(recipients).where(recipients.c.message_id == bindparam("b_mid"),
+                             recipients.c.number == bindparam("b_number"),
+                             recipients.c.status.is_(None)),
+    ("status", "code", "at"))
+_MOVE = Prepared(
+    update(messages).where(messages.c.id == bindparam("b_mid"),
+                           or_(*(messages.c.status == status for status in _MOVABLE))),
+    ("status", "updated_at"))
+
+
 def _apply(conn: Connection, now: int, reports: Sequence[DeliveryReport],
            parked_ids: Sequence[int | None] | None = None) -> Applied:
     """Apply ``reports``; with ``parked_ids`` (a pass), what matches is deleted from the park
     and what does not stays there instead of being parked again."""
     result = Applied()
-    matches = [_match(conn, report) for report in reports]
-    found = _lock(conn, (m[0] for m in matches if m is not None))
+    batch = _Batch(conn, reports)
+    deliveries: list[dict[str, Any]] = []
+    parked: list[dict[str, Any]] = []
     touched: set[str] = set()
     done_parked: list[int] = []
-    for index, (report, match) in enumerate(zip(reports, matches, strict=True)):
-        row = found.get(match[0]) if match is not None else None
-        parked_id = parked_ids[index] if parked_ids is not None else None
+    for index, report in enumerate(reports):
+        match = batch.match(report)
+        row = batch.messages.get(match[0]) if match is not None else None
         if match is None or row is None or row.status not in _RECEIVING:
             if parked_ids is None:
-                conn.execute(insert(unmatched_receipts).values(
-                    provider=report.source, payload=report.to_json(), received_at=now))
+                parked.append({"provider": report.source, "payload": report.to_json(),
+                               "received_at": now})
                 result.outcomes.append(ReceiptOutcome(report, "parked"))
             continue
-        if parked_id is not None:
-            done_parked.append(parked_id)
+        if parked_ids is not None and parked_ids[index] is not None:
+            done_parked.append(int(parked_ids[index] or 0))
         message_id, number = match
-        changed = conn.execute(
-            update(recipients)
-            .where(recipients.c.message_id == message_id, recipients.c.number == number,
-                   recipients.c.status.is_(None))
-            .values(status="delivered" if report.delivered else "undelivered",
-                    code=report.code[:64], at=to_us(report.at))).rowcount
-        if not changed:
+        recipient = batch.numbers[message_id][number]
+        if recipient[1] is not None:  # final already (or earlier in this batch)
             result.outcomes.append(ReceiptOutcome(report, "duplicate", row.provider, message_id))
             continue
+        recipient[1] = "delivered" if report.delivered else "undelivered"
+        deliveries.append({"b_mid": message_id, "b_number": number, "status": recipient[1],
+                           "code": report.code[:64], "at": to_us(report.at)})
         touched.add(message_id)
         seconds = None
         if report.delivered:  # the provider's time, never after we heard of it
             seconds = max(0.0, min(to_us(report.at), now) - row.created_at) / 1_000_000
         result.outcomes.append(ReceiptOutcome(report, "applied", row.provider, message_id,
                                               seconds))
-    for message_id in sorted(touched):
-        moved = _settle(conn, now, found[message_id])
-        if moved is not None:
-            result.moved.append(moved)
+    _DELIVER.many(conn, deliveries)
+    if parked:
+        conn.execute(insert(unmatched_receipts), parked)
+    result.moved = _settle(conn, now, batch, sorted(touched))
     if done_parked:
         conn.execute(delete(unmatched_receipts).where(unmatched_receipts.c.id.in_(done_parked)))
     return result
 
 
-def _settle(conn: Connection, now: int, row: Row[Any]) -> MovedMessage | None:
-    """The message's status from its recipients: ``delivered`` when every one is,
-    ``undelivered`` when any is not and none is pending; None while one is pending."""
-    statuses = list(conn.scalars(select(recipients.c.status)
-                                 .where(recipients.c.message_id == row.id)))
-    if not statuses or any(s is None for s in statuses):
-        return None
-    status = "delivered" if all(s == "delivered" for s in statuses) else "undelivered"
-    changed = conn.execute(update(messages)
-                           .where(messages.c.id == row.id, messages.c.status.in_(_MOVABLE))
-                           .values(status=status, updated_at=now)).rowcount
-    return MovedMessage(row.id, status, row.callback_url) if changed else None
+def _settle(conn: Connection, now: int, batch: _Batch, touched: list[str]) -> list[MovedMessage]:
+    """Each touched message's status from its recipients: ``delivered`` when every one is,
+    ``undelivered`` when any is not and none is pending (its row is locked: what the batch
+    sees is what is stored)."""
+    moved = []
+    for message_id in touched:
+        statuses = [status for _pid, status in batch.numbers[message_id].values()]
+        row = batch.messages[message_id]
+        if any(s is None for s in statuses) or row.status not in _MOVABLE:
+            continue
+        status = "delivered" if all(s == "delivered" for s in statuses) else "undelivered"
+        moved.append(MovedMessage(message_id, status, row.callback_url))
+    _MOVE.many(conn, [{"b_mid": m.id, "status": m.status, "updated_at": now} for m in moved])
+    return moved
 
 
 def _retry(conn: Connection, now: int, keep_us: int, batch: int) -> Applied:
