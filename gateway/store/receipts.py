@@ -127,6 +127,7 @@ class _Batch:
         wanted = sorted(ours | {m for found in by_pid.values() for m in found})
         self.messages = _lock(conn, wanted)
         self.numbers: dict[str, dict[str, list[Any]]] = {}  # message -> number -> [pid, status]
+        self.by_pid: dict[str, list[tuple[str, str]]] = {}  # provider id -> (message, number)
         if self.messages:
             for one in conn.execute(select(recipients.c.message_id, recipients.c.number,
                                            recipients.c.provider_message_id,
@@ -134,6 +135,9 @@ class _Batch:
                                     .where(recipients.c.message_id.in_(list(self.messages)))):
                 self.numbers.setdefault(one.message_id, {})[one.number] = [
                     one.provider_message_id, one.status]
+                if one.provider_message_id:
+                    self.by_pid.setdefault(one.provider_message_id, []).append(
+                        (one.message_id, one.number))
 
     def match(self, report: DeliveryReport) -> tuple[str, str] | None:
         """(message id, number): our id plus the number or the per-recipient id; else the
@@ -146,8 +150,7 @@ class _Batch:
             if not pid:
                 return None  # our message, but no such number in it
         if pid:
-            hits = [(m, n) for m, numbers in self.numbers.items()
-                    for n, (one, _status) in numbers.items() if one == pid]
+            hits = self.by_pid.get(pid, [])
             if len(hits) > 1 and number:
                 hits = [(m, n) for m, n in hits if same_number(n, number)]
             if len(hits) == 1:

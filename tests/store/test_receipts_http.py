@@ -25,8 +25,11 @@ from conftest import NUMBER, Harness, build_config
 from gateway.app import create_app
 from gateway.cli import emulated_loader
 from gateway.emulators import EmulatorServer
+from gateway.store import NewMessage
 
 TOKEN = "test-receipt-token-0123456789"
+# Aliyun writes report times in Beijing time; "now" keeps them plausible whenever this runs
+BEIJING_NOW = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() + 8 * 3600))
 MakeReceiving = Callable[..., Awaitable[Harness]]
 
 
@@ -193,7 +196,7 @@ async def test_a_wrong_token_is_404_logged_and_changes_nothing(
     gw.emulators["aliyun"].state.set_receipts("none")
     message_id = await sent(gw)
     report = [{"phone_number": "13800138000", "success": True, "err_code": "DELIVERED",
-               "report_time": "2026-12-03 10:00:00", "biz_id": "1", "out_id": message_id}]
+               "report_time": BEIJING_NOW, "biz_id": "1", "out_id": message_id}]
     with caplog.at_level(logging.WARNING, logger="gateway.receipts"):
         wrong = await gw.client.post("/receipts/aliyun/not-the-token", json=report)
         form = await gw.client.post("/receipts/huawei/x", data={"smsMsgId": "1",
@@ -212,7 +215,7 @@ async def test_hostile_aliyun_pushes_are_400_and_write_nothing(
     gw.emulators["aliyun"].state.set_receipts("none")
     message_id = await sent(gw)
     good = {"phone_number": "13800138000", "success": True, "err_code": "DELIVERED",
-            "report_time": "2026-12-03 10:00:00", "biz_id": "1", "out_id": message_id}
+            "report_time": BEIJING_NOW, "biz_id": "1", "out_id": message_id}
     url = f"/receipts/aliyun/{TOKEN}"
     bodies: list[Any] = [
         b"not json", b"{\"a\": 1}", b"[" * 100_000, [{}] * 10_000, [{}],
@@ -261,3 +264,27 @@ async def test_receipts_off_without_a_token(make_gateway: Any, store_url: str) -
     response = await gw.client.post("/receipts/aliyun/anything", json=[])
     assert response.status == 404
     assert NUMBER  # the shared test number is what sends use
+
+
+async def test_a_delivery_is_announced_to_the_callback_listeners(
+        receiving: MakeReceiving) -> None:
+    """A message with a callback_url (the outbox's) is announced again when a receipt moves
+    it; the status callbacks listen on Gateway.listeners."""
+    gw = await receiving()
+    heard: list[tuple[str, str]] = []
+
+    async def listener(message_id: str, url: str) -> None:
+        heard.append((message_id, url))
+
+    gw.gateway.listeners.append(listener)
+    store = gw.gateway.store
+    await store.records.create(NewMessage("cb-1", "app", "verify_code", [NUMBER],
+                                          callback_url="https://hooks.example.com/sms"))
+    await store.records.finish("cb-1", "sent", provider="aliyun", provider_message_id="b-1",
+                               recipient_ids={NUMBER: "b-1"})
+    report = [{"phone_number": "13800138000", "success": True, "err_code": "DELIVERED",
+               "report_time": BEIJING_NOW, "biz_id": "b-1", "out_id": "cb-1"}]
+    assert (await gw.client.post(f"/receipts/aliyun/{TOKEN}", json=report)).status == 200
+    assert heard == [("cb-1", "https://hooks.example.com/sms")]
+    assert (await gw.client.post(f"/receipts/aliyun/{TOKEN}", json=report)).status == 200
+    assert len(heard) == 1  # a duplicate moves nothing: nothing to announce
