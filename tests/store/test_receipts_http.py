@@ -288,3 +288,14 @@ async def test_a_delivery_is_announced_to_the_callback_listeners(
     assert heard == [("cb-1", "https://hooks.example.com/sms")]
     assert (await gw.client.post(f"/receipts/aliyun/{TOKEN}", json=report)).status == 200
     assert len(heard) == 1  # a duplicate moves nothing: nothing to announce
+
+
+async def test_a_large_huawei_batch_keeps_every_recipients_id(receiving: MakeReceiving) -> None:
+    """Twenty smsMsgIds do not fit the message's one provider_message_id column: each
+    recipient keeps its own, the record still finishes, and every receipt finds its number."""
+    gw = await receiving(providers=[provider("huawei")], server={"max_recipients": 20})
+    to = [f"+86138001380{i:02d}" for i in range(20)]
+    response = await gw.send(to=to)
+    assert response.status == 200
+    found = await settled(gw, (await response.json())["id"])
+    assert found["status"] == "delivered" and len(found["deliveries"]) == 20
