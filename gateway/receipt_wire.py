@@ -4,10 +4,12 @@ anything wrong is a :class:`BadReceipt` naming what (never echoing a number)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qsl
@@ -112,19 +114,33 @@ def _beijing(text: str, now: float) -> float:
     """``YYYY-MM-DD hh:mm:ss`` in Beijing time; the receipt's arrival when absent."""
     if not text:
         return now
-    return _sane(text, "%Y-%m-%d %H:%M:%S", BEIJING, now)
+    return _sane(_seconds(text, " ", "", BEIJING), now)
 
 
 def _utc(text: str, now: float) -> float:
-    return _sane(text, "%Y-%m-%dT%H:%M:%SZ", UTC, now)
+    """``YYYY-MM-DDThh:mm:ssZ``."""
+    return _sane(_seconds(text, "T", "Z", UTC), now)
 
 
-def _sane(text: str, layout: str, zone: timezone, now: float,
-          parse: Callable[[str, str], datetime] = datetime.strptime) -> float:
+_TIME = re.compile(r"(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)Z?", re.ASCII)
+
+
+@functools.lru_cache(maxsize=256)  # a push's reports share a handful of seconds
+def _seconds(text: str, middle: str, end: str, zone: timezone) -> float | None:
+    found = _TIME.fullmatch(text)
+    if found is None or text[10] != middle or not text.endswith(end) or \
+            len(text) != 19 + len(end):
+        return None
     try:
-        seconds = parse(text, layout).replace(tzinfo=zone).timestamp()
-    except ValueError:
-        raise BadReceipt("a time is not in the provider's format") from None
+        year, month, day, hour, minute, second = map(int, found.groups())
+        return datetime(year, month, day, hour, minute, second, tzinfo=zone).timestamp()
+    except ValueError:  # well-shaped but impossible, e.g. month 13
+        return None
+
+
+def _sane(seconds: float | None, now: float) -> float:
+    if seconds is None:
+        raise BadReceipt("a time is not in the provider's format")
     if not math.isfinite(seconds) or not EARLIEST <= seconds <= now + FUTURE_SLACK:
         raise BadReceipt("a time is out of range")
     return seconds

@@ -117,14 +117,18 @@ class _Batch:
 
     def __init__(self, conn: Connection, reports: Sequence[DeliveryReport]) -> None:
         ours = {r.message_id for r in reports if r.message_id}
-        pids = {r.provider_message_id for r in reports if r.provider_message_id}
+        known = set(conn.scalars(select(messages.c.id).where(messages.c.id.in_(ours)))) \
+            if ours else set()
+        # the provider's id alone, only for reports whose own id names no message of ours
+        pids = {r.provider_message_id for r in reports
+                if r.provider_message_id and r.message_id not in known}
         by_pid: dict[str, list[str]] = {}
         if pids:  # the provider's id alone: which messages could it be?
             for row in conn.execute(select(recipients.c.message_id,
                                            recipients.c.provider_message_id)
                                     .where(recipients.c.provider_message_id.in_(pids))):
                 by_pid.setdefault(row.provider_message_id, []).append(row.message_id)
-        wanted = sorted(ours | {m for found in by_pid.values() for m in found})
+        wanted = sorted(known | {m for found in by_pid.values() for m in found})
         self.messages = _lock(conn, wanted)
         self.numbers: dict[str, dict[str, list[Any]]] = {}  # message -> number -> [pid, status]
         self.by_pid: dict[str, list[tuple[str, str]]] = {}  # provider id -> (message, number)
