@@ -108,8 +108,13 @@ async def test_receipt_modes_are_set_through_the_control_api(make_gateway: Any) 
     assert changed.status == 200
     shown = await changed.json()
     assert (shown["receipt_mode"], shown["receipt_delay"]) == ("duplicate", 0.5)
+    hook = await gw.client.post(url, json={"receipt_url": "http://127.0.0.1:9/r"})
+    assert hook.status == 200 and gw.emulators["aliyun"].state.receipt_url == \
+        "http://127.0.0.1:9/r"
+    assert "127.0.0.1:9" not in await hook.text()  # the URL may carry a token: never shown
     for bad in ({"receipt_mode": "sideways"}, {"receipt_delay": -1},
-                {"receipt_delay": True}, {"mode": "fail", "receipt_mode": "nope"}):
+                {"receipt_delay": True}, {"mode": "fail", "receipt_mode": "nope"},
+                {"receipt_url": "file:///etc/passwd"}, {"receipt_url": 5}):
         refused = await gw.client.post(url, json=bad)
         assert refused.status == 400, bad
         assert "receipt_modes" in await refused.json()

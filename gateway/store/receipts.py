@@ -174,6 +174,12 @@ def _pick(numbers: dict[str, list[Any]], number: str | None, pid: str | None) ->
         hits = [n for n in numbers if same_number(n, number)]
         if len(hits) == 1:
             return hits[0]
+    if not number and len(numbers) == 1:
+        # our id names a one-number message whose provider id was never stored (its send
+        # ended unknown: the provider's answer never came): the report can only be about it
+        [(only, (stored, _status))] = numbers.items()
+        if stored is None:
+            return only
     return None
 
 

@@ -113,3 +113,12 @@ async def test_two_replicas_apply_the_last_receipts_of_one_message(
         await asyncio.gather(one.receipts.apply([aliyun(mid, A)]),
                              two.receipts.apply([aliyun(mid, B)]))
         assert (await status(one, mid))[0] == "delivered", round_
+
+
+async def test_a_receipt_proves_an_unknown_send_went_out(store: Store) -> None:
+    """A timed-out send (no provider id stored) still matches by our id: it was sent."""
+    await store.records.create(NewMessage("u1", "app", "verify_code", [A]))
+    await store.records.finish("u1", "unknown", provider="huawei")
+    done = await store.receipts.apply([huawei("u1", "hw-never-seen")])
+    assert [o.outcome for o in done.outcomes] == ["applied"]
+    assert await status(store, "u1") == ("delivered", {A: ("delivered", "DELIVRD")})
