@@ -164,3 +164,15 @@ async def test_emulate_delivers_receipts_to_itself(tmp_path: Path) -> None:
     await until(lambda: "stopped" in (tmp_path / "out.log").read_text())
     log = (tmp_path / "out.log").read_text() + (tmp_path / "logs" / "gateway.log").read_text()
     assert "/receipts/" not in log or "/receipts/aliyun/***" in log
+
+
+async def test_receipt_routes_take_forms_but_not_a_foreign_origin(make_gateway: Any) -> None:
+    gw = await make_gateway(with_receipts(token=TOKEN))
+    form = {"smsMsgId": "nobody", "status": "DELIVRD"}
+    plain = await gw.client.post(f"/receipts/huawei/{TOKEN}", data=form)
+    assert plain.status == 200  # a form post, no API key: how Huawei calls
+    foreign = await gw.client.post(f"/receipts/huawei/{TOKEN}", data=form,
+                                   headers={"Origin": "https://evil.example"})
+    assert foreign.status == 403  # a browser on some page: never a provider
+    admin = await gw.client.post("/admin/providers/aliyun/open", data=form)
+    assert admin.status == 415  # the JSON rule still holds everywhere else
