@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import ContentLengthError, PayloadEncodingError
@@ -92,6 +93,36 @@ async def huawei(request: web.Request) -> web.Response:
                  ", ".join(sorted(unknown)[:10]))
     await available(desk.take([report]))
     return web.Response(status=200)
+
+
+_TOKEN = {"name": "token", "in": "path", "required": True, "schema": {"type": "string"},
+          "description": "receipts.token (a secret: it is the provider's proof)"}
+_ANY: dict[str, Any] = {"schema": {"type": "object"}}
+# /openapi.json's entries for the two routes (gateway/openapi.py adds them to its paths).
+OPENAPI_PATHS: dict[str, Any] = {
+    "/receipts/aliyun/{token}": {"post": {
+        "operationId": "aliyunReceipts", "summary": "Aliyun SmsReport push (JSON array)",
+        "parameters": [_TOKEN], "security": [{}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "array", "maxItems": 1000, "items": {"type": "object"}}}}},
+        "responses": {
+            "200": {"description": '{"code": 0, "msg": "ok"}', "content": {
+                "application/json": _ANY}},
+            "400": {"description": "not an SmsReport push (nothing applied)"},
+            "404": {"description": "wrong token, or receipts are off"},
+            "413": {"description": "over 1 MiB"},
+            "503": {"description": "the store cannot be written: retry"}}}},
+    "/receipts/huawei/{token}": {"post": {
+        "operationId": "huaweiReceipts", "summary": "Huawei statusCallback (form fields)",
+        "parameters": [_TOKEN], "security": [{}],
+        "requestBody": {"required": True, "content": {
+            "application/x-www-form-urlencoded": _ANY}},
+        "responses": {
+            "200": {"description": "taken (an unreadable push is logged, also 200)"},
+            "404": {"description": "wrong token, or receipts are off"},
+            "413": {"description": "over 1 MiB"},
+            "503": {"description": "the store cannot be written: retry"}}}},
+}
 
 
 def setup_receipt_routes(app: web.Application) -> None:

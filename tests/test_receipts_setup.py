@@ -176,3 +176,13 @@ async def test_receipt_routes_take_forms_but_not_a_foreign_origin(make_gateway: 
     assert foreign.status == 403  # a browser on some page: never a provider
     admin = await gw.client.post("/admin/providers/aliyun/open", data=form)
     assert admin.status == 415  # the JSON rule still holds everywhere else
+
+
+async def test_the_openapi_document_describes_the_receipt_routes(make_gateway: Any) -> None:
+    gw = await make_gateway(with_receipts(token=TOKEN))
+    doc = await (await gw.client.get("/openapi.json")).json()
+    aliyun = doc["paths"]["/receipts/aliyun/{token}"]["post"]
+    assert set(aliyun["responses"]) == {"200", "400", "404", "413", "503"}
+    assert "application/x-www-form-urlencoded" in \
+        doc["paths"]["/receipts/huawei/{token}"]["post"]["requestBody"]["content"]
+    assert TOKEN not in json.dumps(doc)
