@@ -19,6 +19,7 @@ from gateway.config import MAX_BODY_BYTES, Config
 from gateway.connections import body_deadline
 from gateway.keys import callbacks_key, gateway_key
 from gateway.problems import problem_middleware
+from gateway.receipt_routes import setup_receipt_routes
 from gateway.service import Gateway
 from gateway.websec import guard
 
@@ -50,6 +51,7 @@ def create_app(
     app.cleanup_ctx.append(_delivering)  # after _running: starts later, stops sooner
     app.on_shutdown.append(_shutting_down)
     handlers.setup_routes(app)
+    setup_receipt_routes(app)
     dashboard.setup(app)
     if gateway.emulators:
         from gateway.emulators import control_routes  # only an emulated gateway loads them

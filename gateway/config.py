@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,6 +23,7 @@ from gateway.models_sections import (
     Defaults,
     Logging,
     ProviderEntry,
+    Receipts,
     Route,
     Server,
     Storage,
@@ -44,7 +47,8 @@ from providers.base import Provider, ProviderSettings, Secret
 
 __all__ = [
     "LEVELS", "BreakerSettings", "Config", "ConfigError", "ConfigProblem", "Emulation",
-    "LoggingConfig", "ProviderConfig", "RouteConfig", "ServerConfig", "StorageConfig",
+    "LoggingConfig", "ProviderConfig", "ReceiptsConfig", "RouteConfig", "ServerConfig",
+    "StorageConfig",
     "TemplateConfig",
     "load_config", "parse_config",
 ]
@@ -98,6 +102,20 @@ class StorageConfig:
     retention: float = 30 * 86400.0
     idempotency_ttl: float = 24 * 3600.0
     keep_params: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptsConfig:
+    """Delivery receipts (SPEC §9): off while ``token`` is None."""
+
+    token: Secret | None = None
+    public_url: str | None = None  # without a trailing /
+
+    def url(self, kind: str) -> str | None:
+        """Where ``kind``'s provider posts receipts, if receipts are on and public_url set."""
+        if self.token is None or not self.public_url:
+            return None
+        return f"{self.public_url}/receipts/{kind}/{self.token.reveal()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +173,7 @@ class Config:
     emulated: bool = False
     storage: StorageConfig = field(default_factory=StorageConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)  # SPEC §10: limits, countries
+    receipts: ReceiptsConfig = field(default_factory=ReceiptsConfig)
 
     def provider(self, name: str) -> ProviderConfig | None:
         return next((p for p in self.providers if p.name == name), None)
@@ -167,6 +186,10 @@ class Emulation:
     endpoints: Mapping[str, str]  # provider type -> emulator base URL
     credentials: Mapping[str, Mapping[str, str]]  # provider type -> key -> value
     options: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # receipts: a token made up per process when the config's is unset, and the gateway's own
+    # address for Huawei's statusCallback when the config names none
+    receipt_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    public_url: str | None = None
 
 
 def profile_path(path: Path, profile: str) -> Path:
@@ -247,7 +270,7 @@ def _validate(raw: Any, source: str, env: Mapping[str, str] | None,
 
 
 _TOP = ("server", "logging", "defaults", "templates", "providers", "routes", "storage",
-        "limits", "countries")
+        "limits", "countries", "receipts")
 
 
 def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None,
@@ -263,6 +286,8 @@ def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None,
     templates = _templates(check, check.mapping(raw, "templates"))
     providers = _providers(check, raw, templates, breaker, timeout, emulation)
     routes = _routes(check, raw, providers, templates)
+    receipts = _receipts(check, check.mapping(raw, "receipts"), emulation)
+    providers = _called_back(providers, receipts)
     for name in templates:
         if providers and not any(p.cls.can_map(p.settings, name) for p in providers):
             check.problem(check.mapping(raw, "templates").line_of(name), f"templates.{name}",
@@ -272,7 +297,7 @@ def _build(check: Checker, raw: Node, source: str, emulation: Emulation | None,
         deadline=deadline, breaker=breaker, templates=templates, providers=providers,
         routes=routes, emulated=emulation is not None,
         storage=_storage(check, check.mapping(raw, "storage"), base),
-        limits=read_limits(check, raw, templates),
+        limits=read_limits(check, raw, templates), receipts=receipts,
     )
 
 
@@ -297,6 +322,45 @@ def _storage(check: Checker, node: Node, base: Path) -> StorageConfig:
     read = check.section(node, "storage", Storage)
     return StorageConfig(url=read.url, base=base, retention=read.retention,
                          idempotency_ttl=read.idempotency_ttl, keep_params=read.keep_params)
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9._~-]{16,128}", re.ASCII)
+
+
+def _receipts(check: Checker, node: Node, emulation: Emulation | None) -> ReceiptsConfig:
+    read = check.section(node, "receipts", Receipts)
+    token = check.string(node, "token", "receipts", secret=True, unset_ok=True)
+    if not token and emulation is not None:
+        token = emulation.receipt_token
+    if token and not _TOKEN.fullmatch(token):  # never quoted: it is a secret
+        check.problem(node.line_of("token"), "receipts.token",
+                      "must be 16-128 letters, digits or ._~- (it is part of a URL)")
+        token = ""
+    public = (read.public_url or (emulation.public_url if emulation else None) or "").rstrip("/")
+    if public and endpoint_problem(public):
+        check.problem(node.line_of("public_url"), "receipts.public_url",
+                      str(endpoint_problem(public)))
+        public = ""
+    if read.public_url and not token:
+        check.problem(node.line_of("public_url"), "receipts.public_url",
+                      "set receipts.token too: the receipt URLs carry it")
+    return ReceiptsConfig(Secret(token) if token else None, public or None)
+
+
+def _called_back(providers: tuple[ProviderConfig, ...],
+                 receipts: ReceiptsConfig) -> tuple[ProviderConfig, ...]:
+    """Huawei providers get ``status_callback`` (our receipt URL) unless they name their own."""
+    url = receipts.url("huawei")
+    if url is None:
+        return providers
+    out = []
+    for p in providers:
+        if p.type == "huawei" and "status_callback" in p.cls.optional_options \
+                and not p.settings.options.get("status_callback"):
+            options = {**p.settings.options, "status_callback": url}
+            p = replace(p, settings=replace(p.settings, options=options))
+        out.append(p)
+    return tuple(out)
 
 
 def _breaker(check: Checker, node: Node, path: str, base: BreakerSettings,

@@ -142,8 +142,10 @@ async def body_deadline(request: web.Request, handler: Handler) -> web.StreamRes
     would hold a connection (and a descriptor) for as long as the client likes."""
     declared = request.content_length
     # A declared size over the limit is refused by the handler before any byte is read.
+    # Receipt pushes are larger: their handler reads them, with this deadline and its own limit.
     if request.body_exists and (declared is None or declared <= MAX_BODY_BYTES) \
-            and not request.content.is_eof():  # all there already (a small body): no timer
+            and not request.content.is_eof() \
+            and not request.path.startswith("/receipts/"):  # all there already: no timer
         timeout = request.app[gateway_key].runtime.config.server.body_timeout
         try:
             async with asyncio.timeout(timeout):

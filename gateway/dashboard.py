@@ -13,6 +13,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from gateway import charts
 from gateway.config import Config
 from gateway.emulators.state import MODES
 from gateway.keys import gateway_key
@@ -112,6 +113,7 @@ async def dashboard(request: web.Request) -> web.Response:
         "now": time.time(),
         "base_url": f"{request.scheme}://{request.host}",
         "example_body": _example_body(gateway.runtime.config),
+        "charts": charts.panels(gateway),  # the last hour per provider, as inline SVG
     }
     name = "_live.html" if request.query.get("partial") else "dashboard.html"
     response = aiohttp_jinja2.render_template(name, request, context)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import queue
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,11 @@ class MaskingFormatter(logging.Formatter):
     """Masks every phone number in the finished line: message, arguments and traceback alike."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return mask_text(super().format(record))
+        return mask_text(_RECEIPT_TOKEN.sub(r"\1***", super().format(record)))
+
+
+# The receipt token is the last part of a receipt URL (an aiohttp error line may quote one).
+_RECEIPT_TOKEN = re.compile(r"(/receipts/[a-z]+/)[^/\s?#\"']+")
 
 
 def _handler(handler: logging.Handler) -> logging.Handler:

@@ -80,4 +80,15 @@ class Metrics:
             "sms_limited", "Sends refused by a gateway limit (SPEC §10), by rule "
             "(countries.allow: a destination not allowed)", ["rule"], registry=self.registry,
         )
+        self.receipts = Counter(
+            "sms_receipts", "Delivery receipts, by provider and what became of them: delivered, "
+            "undelivered (a recipient's first receipt), duplicate, parked (no final record yet), "
+            "dropped (parked an hour, never matched), invalid", ["provider", "status"],
+            registry=self.registry,
+        )
+        self.delivery = Histogram(
+            "sms_delivery_seconds", "Time from a send to its recipient's delivery receipt",
+            ["provider"], buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+            registry=self.registry,
+        )
         self.registry.register(_BreakerCollector(read_breakers))

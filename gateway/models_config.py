@@ -23,6 +23,7 @@ from gateway.models_sections import (
     Defaults,
     Logging,
     ProviderEntry,
+    Receipts,
     Route,
     Section,
     Server,
@@ -79,7 +80,7 @@ def config_model() -> type[BaseModel]:
         "defaults": (Defaults | None, None),
         "templates": (dict[str, Template | None] | None, None),
         "providers": (list[item], Field(min_length=1)), "routes": (list[Route] | None, None),
-        "storage": (Storage | None, None),
+        "storage": (Storage | None, None), "receipts": (Receipts | None, None),
         "limits": (list[LimitEntry] | None, None), "countries": (Countries | None, None)}
     return create_model("SmsGatewayConfig", __base__=Section, **fields)
 

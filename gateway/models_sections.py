@@ -307,3 +307,14 @@ class ProviderEntry(Section):
     credentials: Annotated[Any, RAW, written({"type": "object"})] = None
     templates: Annotated[Any, RAW, written({"type": "object"})] = Field(
         None, description="logical template name -> the provider's template id or text")
+
+
+class Receipts(Section):
+    """Delivery receipts (SPEC §9): where providers post them, and how they prove it."""
+
+    token: Annotated[Any, RAW, written(*STRING)] = Field(  # a secret: read by the builder
+        None, description=("the secret path part of /receipts/{aliyun,huawei}/{token}: "
+                           "${SMS_GATEWAY_RECEIPT_TOKEN}; unset: receipts are off"))
+    public_url: Text | None = Field(None, description=(
+        "this gateway's URL as the providers reach it (https://sms.example.com); Huawei sends "
+        "then carry statusCallback"))

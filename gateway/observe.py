@@ -8,11 +8,13 @@ instead of being counted wherever the outcome happened to be known.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from gateway.breaker import State
 from gateway.metrics import Metrics
+from gateway.timeline import Timeline
 
 log = logging.getLogger(__name__)
 
@@ -20,11 +22,13 @@ log = logging.getLogger(__name__)
 class Observer:
     """Hears every outcome; ``read_breakers`` yields (provider, state) pairs at scrape time."""
 
-    def __init__(self, read_breakers: Callable[[], Iterable[tuple[str, str]]]) -> None:
+    def __init__(self, read_breakers: Callable[[], Iterable[tuple[str, str]]],
+                 clock: Callable[[], float] = time.time) -> None:
         self.metrics = Metrics(read_breakers)
         # The labelled children on every send's path, looked up once (labels() takes a lock).
         self._answers: dict[str, Any] = {}
         self._attempts: dict[tuple[str, str], Any] = {}
+        self.timeline = Timeline(clock)  # the last hour per provider, for charts and ratios
 
     def on_request(self, status: int | str) -> None:
         """A send request was answered with ``status`` (or ``"aborted"``: nobody to answer)."""
@@ -38,13 +42,14 @@ class Observer:
         """A valid send was routed to its outcome in ``seconds``, failovers included."""
         self.metrics.latency.observe(seconds)
 
-    def on_attempt(self, provider: str, outcome: str) -> None:
+    def on_attempt(self, provider: str, outcome: str, seconds: float | None = None) -> None:
         """One provider attempt ended: ``outcome`` as the router names it, or ``not_sent``."""
         child = self._attempts.get((provider, outcome))
         if child is None:
             child = self._attempts[provider, outcome] = self.metrics.attempts.labels(provider,
                                                                                      outcome)
         child.inc()
+        self.timeline.attempt(provider, outcome, seconds)
 
     def on_pool_wait(self, provider: str, seconds: float, granted: bool) -> None:
         """A send queued ``seconds`` for a pooled connection; not ``granted``: it gave up."""
@@ -72,3 +77,12 @@ class Observer:
     def on_limited(self, rule: str) -> None:
         """A send was refused by the limit ``rule`` (SPEC §10)."""
         self.metrics.limited.labels(rule).inc()
+
+    def on_receipt(self, provider: str, status: str, seconds: float | None = None) -> None:
+        """A delivery receipt: ``delivered``/``undelivered`` (a recipient's first), or what
+        else became of it (``duplicate``, ``parked``, ``dropped``, ``invalid``)."""
+        self.metrics.receipts.labels(provider, status).inc()
+        if status in ("delivered", "undelivered"):
+            self.timeline.receipt(provider, status == "delivered", seconds)
+            if seconds is not None:
+                self.metrics.delivery.labels(provider).observe(seconds)

@@ -16,6 +16,7 @@ from gateway import __version__
 from gateway.config import MAX_BODY_BYTES, Config
 from gateway.keys import gateway_key
 from gateway.models import request_schema
+from gateway.receipt_routes import OPENAPI_PATHS as RECEIPT_PATHS
 
 _JSON = "application/json"
 _PROBLEM = "application/problem+json"
@@ -270,6 +271,7 @@ def document(config: Config) -> dict[str, Any]:
             "/openapi.json": _get("openapi", "this document", {"200": _json_ok("OpenAPI 3.1")}),
             "/admin/providers/{name}/{action}": admin,
             "/admin/limits/clear": _clear_limits(),
+            **RECEIPT_PATHS,
         },
         "components": {
             "schemas": {"SendRequest": request_schema(config.templates,

@@ -52,9 +52,35 @@ class Recorder:
             await self._records.create(self._new)
             self._created = True
         last = self._ended
-        if last is not None and outcome.provider_message_id and outcome.state == "sent":
-            last = AttemptEnd(last.seq, last.outcome, last.error, outcome.provider_message_id)
+        stored = _fit(outcome.provider_message_id)
+        if last is not None and stored and outcome.state == "sent":
+            last = AttemptEnd(last.seq, last.outcome, last.error, stored)
         await self._records.finish(
             self._new.id, _FINAL.get(outcome.state, "unknown"), provider=outcome.provider,
-            provider_message_id=outcome.provider_message_id, error=outcome.reason or None,
-            keep_params=self._keep_params, last=last, refused=refused)
+            provider_message_id=stored, error=outcome.reason or None,
+            keep_params=self._keep_params, last=last, refused=refused,
+            recipient_ids=self._recipient_ids(outcome) if outcome.state == "sent" else None)
+
+    def _recipient_ids(self, outcome: Outcome) -> dict[str, str]:
+        """Our number -> the provider's id for it, for receipts: the per-recipient ids where
+        the provider gives them (matched by digits: ``8613...`` is our ``+8613...``), else the
+        message's one id (Aliyun's BizId) for every number."""
+        ours = {number.lstrip("+"): number for number in self._new.numbers}
+        if outcome.recipient_ids:
+            return {ours[n.lstrip("+")]: one for n, one in outcome.recipient_ids
+                    if n.lstrip("+") in ours}
+        if outcome.provider_message_id:
+            return dict.fromkeys(ours.values(), outcome.provider_message_id)
+        return {}
+
+
+ID_LIMIT = 255  # the provider_message_id columns
+
+
+def _fit(ids: str | None) -> str | None:
+    """A message's provider id as stored: a long batch's joined ids (Huawei's, one per number)
+    cut after the last whole id that fits, marked with ``,...``; each recipient keeps its own."""
+    if ids is None or len(ids) <= ID_LIMIT:
+        return ids
+    cut = ids.rfind(",", 0, ID_LIMIT - 3)
+    return (ids[:cut] if cut > 0 else ids[:ID_LIMIT - 4]) + ",..."

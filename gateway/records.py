@@ -19,6 +19,7 @@ from gateway.store.models import MAX_LIMIT
 FILTERS = ("status", "template", "to", "since", "until", "limit", "cursor")
 # The answer a final status stands for (a failed send: 502 if a provider was called, else 503).
 _HTTP = {"sent": 200, "unknown": 202, "rejected": 422, "rate_limited": 429}
+_DELIVERED = ("delivered", "undelivered")
 
 
 def view(record: MessageRecord, *, numbers: bool = False) -> dict[str, Any]:
@@ -45,6 +46,9 @@ def view(record: MessageRecord, *, numbers: bool = False) -> dict[str, Any]:
         "final_at": record.final_at, "http_status": http, "provider": record.provider,
         "provider_message_id": record.provider_message_id, "error": record.error,
         "attempts": attempts, "refused": refused,
+        # per recipient, once a receipt said (SPEC §9); refused numbers have none
+        "deliveries": [{"to": mask(r.number), "status": r.status, "code": r.code, "at": r.at}
+                       for r in record.recipients if r.status in _DELIVERED],
         **({"params": record.params} if record.params is not None else {}),
     }
 

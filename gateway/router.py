@@ -131,6 +131,7 @@ class Outcome:
     reason: str = ""
     retry_after: float | None = None
     refused: tuple[tuple[str, str], ...] = ()  # see SendResult.refused
+    recipient_ids: tuple[tuple[str, str], ...] = ()  # see SendResult.recipient_ids
 
 
 _OUTCOME = {Delivery.ACCEPTED: "accepted", Delivery.SAFE: "failed", Delivery.CALLER: "rejected",
@@ -150,7 +151,7 @@ class Router:
 
     def __init__(
         self,
-        on_attempt: Callable[[str, str], None] = lambda provider, outcome: None,
+        on_attempt: Callable[[str, str, float], None] = lambda provider, outcome, seconds: None,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -243,7 +244,8 @@ class Router:
         """Count and log an attempt, once: with the traceback when the provider raised."""
         if attempt.sent:  # what never reached the provider says nothing about it
             member.stats.observe(attempt.outcome, attempt.duration_ms / 1000, attempt.error)
-        self._on_attempt(member.name, attempt.outcome if attempt.sent else "not_sent")
+        self._on_attempt(member.name, attempt.outcome if attempt.sent else "not_sent",
+                         attempt.duration_ms / 1000)
         if error is not None:
             log.error("provider %s %s: %s", member.name, attempt.outcome, attempt.error,
                       exc_info=error)
@@ -256,7 +258,7 @@ class Router:
         delivery = result.delivery
         if delivery is Delivery.ACCEPTED:
             return Outcome(200, "sent", attempts, member.name, result.provider_message_id,
-                           refused=result.refused)
+                           refused=result.refused, recipient_ids=result.recipient_ids)
         if delivery is Delivery.CALLER:
             return Outcome(422, "rejected", attempts, member.name, reason=result.reason)
         if delivery is Delivery.RCPT_LIMIT:

@@ -83,7 +83,7 @@ class Gateway:
         self.clock = clock
         self._runtime: Runtime | None = None
         self._cutoff: asyncio.TimerHandle | None = None
-        self.observer = Observer(self._breaker_states)
+        self.observer = Observer(self._breaker_states, wall_clock)
         self.router = Router(self.observer.on_attempt, clock=clock)
         self.limiter = Limiter(self.observer)  # SPEC §10; its counts are in the store
         self._store: Store | None = None

@@ -28,19 +28,23 @@ log = logging.getLogger("gateway")
 
 EXIT_CONFIG = 2
 
-def emulation_for(urls: Mapping[str, str]) -> Emulation:
-    """Point aliyun/huawei providers at emulators, with emulator credentials where unset."""
+def emulation_for(urls: Mapping[str, str], local_url: str | None = None) -> Emulation:
+    """Point aliyun/huawei providers at emulators, with emulator credentials where unset;
+    receipts go to ``local_url`` (the gateway itself) unless the config says otherwise."""
     from gateway.emulators import EMULATOR_CREDENTIALS, EMULATOR_OPTIONS
 
     return Emulation(endpoints=dict(urls), credentials=EMULATOR_CREDENTIALS,
-                     options=EMULATOR_OPTIONS)
+                     options=EMULATOR_OPTIONS, public_url=local_url)
 
 
 def emulated_loader(path: Path, emulators: Mapping[str, EmulatorServer],
-                    profile: str | None = None) -> Callable[[], Config]:
+                    profile: str | None = None,
+                    local_url: str | None = None) -> Callable[[], Config]:
     """A config loader for ``--emulate``: providers point at the emulators, which also accept
-    whatever credentials the config resolves to (so real keys exported in the shell still work)."""
-    emulation = emulation_for({kind: server.url for kind, server in emulators.items()})
+    whatever credentials the config resolves to (so real keys exported in the shell still work).
+    With ``local_url`` (the gateway's own address) the emulators post their receipts to it."""
+    emulation = emulation_for({kind: server.url for kind, server in emulators.items()},
+                              local_url)
 
     def load() -> Config:
         config = load_config(path, emulation=emulation, profile=profile)
@@ -50,6 +54,11 @@ def emulated_loader(path: Path, emulators: Mapping[str, EmulatorServer],
                 key_id, secret = (provider.settings.credentials[k].reveal()
                                   for k in provider.cls.credential_keys)
                 server.trust(key_id, secret)
+        token = config.receipts.token
+        for kind, server in emulators.items() if local_url else ():
+            # Aliyun's receipt URL is set in its console; an emulator's is set here
+            server.state.receipt_url = (f"{local_url}/receipts/{kind}/{token.reveal()}"
+                                        if token else None)
         return config
 
     return load
@@ -62,7 +71,10 @@ async def serve(args: argparse.Namespace, path: Path) -> int:
 
     emulators: dict[str, EmulatorServer] = await start_emulators() if args.emulate else {}
     try:
-        loader = (emulated_loader(path, emulators, args.env) if emulators
+        local = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host  # noqa: S104
+        loader = (emulated_loader(path, emulators, args.env,
+                                  local_url=f"http://{_bracketed(local)}:{args.port}")
+                  if emulators
                   else partial(load_config, path, profile=args.env))
         try:
             config = loader()
@@ -80,6 +92,10 @@ async def serve(args: argparse.Namespace, path: Path) -> int:
     finally:
         for server in emulators.values():
             await server.stop()
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -45,6 +45,8 @@ def provider_status(gateway: Gateway, member: Member) -> dict[str, Any]:
         "last_error": stats.last_error or None,
         "last_error_at": stats.last_error_at,
         "last_success_at": stats.last_success_at,
+        # delivery receipts of the last hour: ratio = delivered / receipts (SPEC §9)
+        "receipts": gateway.observer.timeline.delivery(member.name),
         **member.provider.describe(),
     }
 

@@ -51,6 +51,9 @@ class SendResult:
     # ACCEPTED batches only: (number, provider code) for each recipient the provider turned down
     # while sending to the rest (Huawei's per-number status). Reported, never failed over.
     refused: tuple[tuple[str, str], ...] = ()
+    # ACCEPTED only: (number, the provider's id for that recipient) where it gives one per
+    # number (Huawei's smsMsgId); delivery receipts are matched by it.
+    recipient_ids: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def accepted(cls, message_id: str | None) -> SendResult:

@@ -32,7 +32,10 @@ def _per_number(result: list[Any]) -> SendResult:
         refused = tuple((str(item.get("originTo", "")), status)
                         for item, status in zip(items, statuses, strict=True)
                         if status != "000000")
-        return SendResult(Delivery.ACCEPTED, Health.SUCCESS, "", ids, refused=refused)
+        each = tuple((str(item.get("originTo", "")), str(item["smsMsgId"]))
+                     for item in ok if item.get("smsMsgId"))
+        return SendResult(Delivery.ACCEPTED, Health.SUCCESS, "", ids, refused=refused,
+                          recipient_ids=each)
     if statuses and all(s in _STATUS_LIMIT for s in statuses):
         return SendResult(Delivery.RCPT_LIMIT, Health.IGNORED, statuses[0])
     if statuses and all(s in _STATUS_CALLER | _STATUS_LIMIT for s in statuses):

@@ -23,6 +23,7 @@ from playwright.async_api import (
     expect,
 )
 
+from bench.configs import render
 from conftest import NUMBER, TEST_CONFIG, Harness, MakeGateway
 from gateway.emulators import EMULATOR_CREDENTIALS, MODES
 from gateway.reload import reload_now
@@ -306,3 +307,36 @@ async def test_recent_sends_filter_by_status_and_link_to_their_record(
     nothing = await page.goto(str(gw.client.make_url("/?status=expired")))
     assert nothing is not None and nothing.status == 200
     await expect(page.get_by_test_id("none-with-status")).to_contain_text("expired")
+
+
+async def test_delivery_ratio_and_charts_show_with_and_without_javascript(
+    make_gateway: MakeGateway, browser: Browser, tmp_path: Path,
+) -> None:
+    token = "dashboard-receipt-token-0123"
+    gw = await make_gateway(TEST_CONFIG + render({"receipts": {"token": token}}))
+    aliyun = gw.emulators["aliyun"].state
+    aliyun.receipt_url = str(gw.client.make_url(f"/receipts/aliyun/{token}"))
+    aliyun.set_receipts("deliver", 0.05)
+    for _ in range(2):
+        assert (await gw.send()).status == 200
+    page = await open_dashboard(browser, gw, javascript=False)
+    for _ in range(100):  # the receipts arrive 50 ms after each send
+        if aliyun.counters["receipts"] == 2:
+            break
+        await page.wait_for_timeout(50)
+    await page.reload()
+    await expect(page.get_by_test_id("ratio-aliyun")).to_have_text("100.0%")
+    await expect(page.get_by_test_id("ratio-huawei")).to_have_text("no receipts")
+    for index in range(1, 5):  # sends, failures, delivery ratio, p95 latency
+        await expect(page.get_by_test_id(f"chart-aliyun-{index}").locator("svg")).to_have_count(1)
+    await expect(page.get_by_test_id("chart-aliyun-1").locator("svg polyline, svg circle")
+                 ).not_to_have_count(0)
+    assert token not in await page.content()
+
+    live = await open_dashboard(browser, gw)  # with JavaScript: the ratio follows live
+    aliyun.set_receipts("undeliver")
+    assert (await gw.send()).status == 200
+    await expect(live.get_by_test_id("ratio-aliyun")).to_have_text("66.7%",
+                                                                  timeout=LIVE_TIMEOUT_MS)
+    await expect(live.get_by_test_id("chart-aliyun-3").locator("svg")).to_have_count(1)
+    await live.screenshot(path=tmp_path / "dashboard-delivery.png", full_page=True)

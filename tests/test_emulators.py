@@ -234,8 +234,9 @@ def test_state_modes_and_reset() -> None:
     assert state.snapshot() == {"kind": "aliyun", "mode": "fail", "latency_ms": 10,
                                 "counters": dict.fromkeys(
                                     ("requests", "accepted", "rejected", "auth_failures",
-                                     "faults"), 0),
-                                "accepted_total": 0}
+                                     "faults", "receipts", "receipt_failures"), 0),
+                                "accepted_total": 0, "receipt_mode": "deliver",
+                                "receipt_delay": 1.0, "receipts_configured": False}
     assert not state.messages
     assert set(MODES) >= {"ok", "fail", "reject", "throttle", "down", "hang", "latency"}
 

@@ -5,9 +5,16 @@ Used by the tests, by ``sms-gateway --emulate`` and by ``sms-emulator`` (SPEC se
 """
 
 from gateway.emulators.server import EmulatorServer, control_routes, start_emulators
-from gateway.emulators.state import EMULATOR_CREDENTIALS, EMULATOR_OPTIONS, MODES, EmulatorState
+from gateway.emulators.state import (
+    EMULATOR_CREDENTIALS,
+    EMULATOR_OPTIONS,
+    MODES,
+    RECEIPT_MODES,
+    EmulatorState,
+)
 
 __all__ = [
-    "EMULATOR_CREDENTIALS", "EMULATOR_OPTIONS", "MODES", "EmulatorServer", "EmulatorState",
+    "EMULATOR_CREDENTIALS", "EMULATOR_OPTIONS", "MODES", "RECEIPT_MODES", "EmulatorServer",
+    "EmulatorState",
     "control_routes", "start_emulators",
 ]

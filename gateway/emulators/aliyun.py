@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from gateway.emulators.base import ProviderEmulator
+from gateway.emulators.receipts import aliyun_report, now, outcomes
 from gateway.emulators.state import EmulatorState, Refused, json_response, parse_utc
 from providers import aliyun_sign
 
@@ -108,6 +109,7 @@ class _Aliyun(ProviderEmulator[_Sms]):
     key_names = ("access_key_id", "access_key_secret")
     sample = _SAMPLE
     routes = (("GET", "/"), ("POST", "/"))
+    batched_receipts = True
 
     def __init__(self, state: EmulatorState, credentials: Mapping[str, str]) -> None:
         super().__init__(state, credentials)
@@ -133,8 +135,20 @@ class _Aliyun(ProviderEmulator[_Sms]):
     def accept(self, state: EmulatorState, sms: _Sms) -> web.Response:
         biz_id = f"{random.randrange(10**18, 10**19)}^0"
         state.record_accept(sms.out_id, sms.numbers, sms.template, sms.params, biz_id)
+        self._receipts(state, sms, biz_id)
         return json_response(200, {"RequestId": str(uuid.uuid4()).upper(), "Message": "OK",
                                    "BizId": biz_id, "Code": "OK"})
+
+    def _receipts(self, state: EmulatorState, sms: _Sms, biz_id: str) -> None:
+        """SmsReport items to the console-configured URL (state.receipt_url), if any."""
+        first, stale = outcomes(state.receipt_mode, sms.numbers)
+        sent = now()
+        at = sent + state.receipt_delay
+        self.receipts.schedule(state.receipt_url, [
+            aliyun_report(n, ok, biz_id, sms.out_id, sent, at) for n, ok in first])
+        self.receipts.schedule(state.receipt_url, [
+            aliyun_report(n, ok, biz_id, sms.out_id, sent, sent) for n, ok in stale],
+            2 * state.receipt_delay)
 
     def _verify_v1(self, method: str, params: dict[str, str]) -> None:
         _check_api(params.get("Action"), params.get("Version"))

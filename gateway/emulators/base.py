@@ -14,6 +14,7 @@ from typing import ClassVar, Generic, TypeVar
 
 from aiohttp import web
 
+from gateway.emulators.receipts import ReceiptSender
 from gateway.emulators.state import (
     ANSWER_MODES,
     STATE_KEY,
@@ -35,12 +36,15 @@ class ProviderEmulator(abc.ABC, Generic[SmsT]):
     sample: ClassVar[bytes]
     # (method, path) pairs the handler answers.
     routes: ClassVar[tuple[tuple[str, str], ...]]
+    # Receipts go out as JSON batches (Aliyun) or one form each (Huawei).
+    batched_receipts: ClassVar[bool] = False
 
     def __init__(self, state: EmulatorState, credentials: Mapping[str, str]) -> None:
         self.state = state
         self.secrets = state.secrets  # shared, so EmulatorServer.trust() can add keys
         key_id, secret = self.key_names
         self.secrets[credentials[key_id]] = credentials[secret]
+        self.receipts = ReceiptSender(state, batched=self.batched_receipts)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The request handler every route of this emulator points at."""
@@ -56,7 +60,9 @@ class ProviderEmulator(abc.ABC, Generic[SmsT]):
         if state.mode in ANSWER_MODES:
             state.counters["rejected"] += 1
             return self.mode_answer(state.mode, sms)
-        return self.accept(state, sms)
+        response = self.accept(state, sms)
+        await self.receipts.flush_now()  # receipt_delay 0: the receipt beats the answer
+        return response
 
     @abc.abstractmethod
     async def check(self, request: web.Request) -> SmsT:
@@ -77,4 +83,9 @@ class ProviderEmulator(abc.ABC, Generic[SmsT]):
         handler = cls(state, credentials)
         for method, path in cls.routes:
             app.router.add_route(method, path, handler.handle)
+
+        async def close_receipts(_app: web.Application) -> None:
+            await handler.receipts.close()
+
+        app.on_cleanup.append(close_receipts)
         return app

@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from gateway.emulators.base import ProviderEmulator
+from gateway.emulators.receipts import huawei_report, now, outcomes
 from gateway.emulators.state import EmulatorState, Refused, json_response, parse_utc, utc_now
 from providers import wsse
 
@@ -72,6 +73,7 @@ class _Sms:
     template: str
     params: list[str]
     extend: str
+    status_callback: str = ""
 
 
 class _Huawei(ProviderEmulator[_Sms]):
@@ -106,7 +108,23 @@ class _Huawei(ProviderEmulator[_Sms]):
         ids = ",".join(item["smsMsgId"] for item in sent)
         state.record_accept(sms.extend, [item["originTo"] for item in sent], sms.template,
                             sms.params, ids)
+        if sms.status_callback:
+            state.messages[-1]["status_callback"] = sms.status_callback
+        self._receipts(state, sms, sent)
         return answer(200, "000000", "Success", result=result)
+
+    def _receipts(self, state: EmulatorState, sms: _Sms, sent: list[dict[str, str]]) -> None:
+        """One statusCallback form per number sent, to the send's statusCallback (else the
+        emulator's receipt_url: Huawei's console-configured URL, kept to one format here)."""
+        url = sms.status_callback or state.receipt_url
+        ids = {item["originTo"]: item["smsMsgId"] for item in sent}
+        first, stale = outcomes(state.receipt_mode, list(ids))
+        sent_at = now()
+        self.receipts.schedule(url, [
+            huawei_report(ids[n], ok, sms.extend, sent_at + state.receipt_delay)
+            for n, ok in first])
+        self.receipts.schedule(url, [huawei_report(ids[n], ok, sms.extend, sent_at)
+                                     for n, ok in stale], 2 * state.receipt_delay)
 
     def _check_wsse(self, header: str | None) -> None:
         if not header:
@@ -162,7 +180,8 @@ def _validate(form: dict[str, str]) -> _Sms:
         params = None
     if not (isinstance(params, list) and all(isinstance(p, str) and p for p in params)):
         raise _refuse(400, "E000503", "Parameter format error: templateParas.", "rejected")
-    return _Sms(form["from"], numbers, form["templateId"], params, form.get("extend", ""))
+    return _Sms(form["from"], numbers, form["templateId"], params, form.get("extend", ""),
+                form.get("statusCallback", ""))
 
 
 def _result(sms: _Sms, status: str | None = None) -> list[dict[str, str]]:

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from gateway.emulators.aliyun import aliyun_app
 from gateway.emulators.huawei import huawei_app
-from gateway.emulators.state import EMULATOR_CREDENTIALS, MODES, EmulatorState
+from gateway.emulators.state import EMULATOR_CREDENTIALS, MODES, RECEIPT_MODES, EmulatorState
 from gateway.emulators.tencent import tencent_app
 from gateway.emulators.twilio import twilio_app
 
@@ -24,6 +24,7 @@ APPS: dict[str, Callable[[EmulatorState, Mapping[str, str]], web.Application]] =
     "twilio": twilio_app,
 }
 _CLOSE_WAIT = 1.0  # seconds to let closed connections finish their handlers
+_CHANGES = frozenset({"mode", "latency_ms", "receipt_mode", "receipt_delay", "receipt_url"})
 
 
 class EmulatorServer:
@@ -157,6 +158,16 @@ def _problem(status: int, title: str, detail: str, **extra: Any) -> web.Response
     return web.json_response(body, status=status, content_type="application/problem+json")
 
 
+def _receipt_url(value: object) -> str | None:
+    """An http(s) URL for receipts, None to stop them; ValueError for anything else."""
+    if value is None or value == "":
+        return None
+    url = yarl.URL(value) if isinstance(value, str) else None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("receipt_url must be an http:// or https:// URL (or null)")
+    return str(url)
+
+
 def control_routes(servers: Mapping[str, EmulatorServer]) -> list[web.RouteDef]:
     """Admin routes under ``/_emulator``, mountable on any app (the gateway's own included)."""
 
@@ -185,15 +196,25 @@ def control_routes(servers: Mapping[str, EmulatorServer]) -> list[web.RouteDef]:
             body = await request.json()
         except (ValueError, RecursionError):  # RecursionError: JSON nested past the C stack
             body = None
-        if not isinstance(body, dict) or not body or set(body) - {"mode", "latency_ms"} \
+        if not isinstance(body, dict) or not body or set(body) - _CHANGES \
                 or not isinstance(body.get("mode", ""), str):
             return _problem(400, "Bad emulator change",
-                            'send a JSON object with "mode" and/or "latency_ms"',
-                            modes=list(MODES))
+                            'send a JSON object with "mode", "latency_ms", "receipt_mode" '
+                            'and/or "receipt_delay"', modes=list(MODES),
+                            receipt_modes=list(RECEIPT_MODES))
         try:
-            await server.apply(body.get("mode", server.state.mode), body.get("latency_ms"))
+            # checked before anything changes: a wrong receipt mode leaves the mode as it was
+            probe = EmulatorState(kind)
+            probe.set_receipts(body.get("receipt_mode"), body.get("receipt_delay"))
+            url = _receipt_url(body.get("receipt_url", ""))
+            if "mode" in body or "latency_ms" in body:
+                await server.apply(body.get("mode", server.state.mode), body.get("latency_ms"))
+            server.state.set_receipts(body.get("receipt_mode"), body.get("receipt_delay"))
+            if "receipt_url" in body:  # where receipts go without a statusCallback (Aliyun's)
+                server.state.receipt_url = url
         except ValueError as exc:
-            return _problem(400, "Bad emulator change", str(exc), modes=list(MODES))
+            return _problem(400, "Bad emulator change", str(exc), modes=list(MODES),
+                            receipt_modes=list(RECEIPT_MODES))
         except OSError as exc:
             return _problem(503, "Port unavailable", f"cannot listen again: {exc.strerror}")
         return web.json_response(describe(server))

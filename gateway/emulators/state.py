@@ -53,7 +53,10 @@ EMULATOR_OPTIONS: Mapping[str, Mapping[str, str]] = MappingProxyType({
                                 "status_callback": "http://127.0.0.1:8080/receipts/twilio"}),
 })
 
-_COUNTERS = ("requests", "accepted", "rejected", "auth_failures", "faults")
+_COUNTERS = ("requests", "accepted", "rejected", "auth_failures", "faults", "receipts",
+             "receipt_failures")
+RECEIPT_MODES: tuple[str, ...] = ("deliver", "undeliver", "none", "duplicate", "late")
+MAX_RECEIPT_DELAY = 3600.0
 _UTC_SECONDS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", re.ASCII)
 HUGE_BYTES = 10 * 1024 * 1024
 _CHUNK = 64 * 1024
@@ -74,11 +77,19 @@ class EmulatorState:
         default_factory=lambda: collections.deque(maxlen=1000))
     # key id -> secret the emulator accepts; never part of snapshot()
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    # Delivery receipts (gateway/emulators/receipts.py): what they say, after how long, and
+    # where they go when the send names no callback (Aliyun's console-configured URL). The URL
+    # carries the gateway's receipt token: never part of snapshot().
+    receipt_mode: str = "deliver"
+    receipt_delay: float = 1.0
+    receipt_url: str | None = field(default=None, repr=False)
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-safe summary for the admin routes and the dashboard."""
         return {"kind": self.kind, "mode": self.mode, "latency_ms": self.latency_ms,
-                "counters": dict(self.counters), "accepted_total": sum(self.accepted.values())}
+                "counters": dict(self.counters), "accepted_total": sum(self.accepted.values()),
+                "receipt_mode": self.receipt_mode, "receipt_delay": self.receipt_delay,
+                "receipts_configured": bool(self.receipt_url)}
 
     def reset(self) -> None:
         """Forget counters and received messages; the mode and latency stay."""
@@ -97,6 +108,19 @@ class EmulatorState:
                 raise ValueError("latency_ms must be an integer from 0 to 600000")
             self.latency_ms = latency_ms
         self.mode = mode
+
+    def set_receipts(self, mode: str | None = None, delay: Any = None) -> None:
+        """Switch the receipt mode and/or delay (seconds); ValueError names what is valid."""
+        if mode is not None and mode not in RECEIPT_MODES:
+            raise ValueError(f"unknown receipt mode {mode!r}; valid: {', '.join(RECEIPT_MODES)}")
+        if delay is not None and (isinstance(delay, bool) or not isinstance(delay, int | float)
+                                  or not 0 <= delay <= MAX_RECEIPT_DELAY):
+            raise ValueError(f"receipt_delay must be a number of seconds from 0 to "
+                             f"{MAX_RECEIPT_DELAY:g}")
+        if mode is not None:
+            self.receipt_mode = mode
+        if delay is not None:
+            self.receipt_delay = float(delay)
 
     def record_accept(self, correlation_id: str, to: list[str], template: str,
                       params: Any, provider_message_id: str) -> None:

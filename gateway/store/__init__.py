@@ -28,22 +28,27 @@ from gateway.store.models import (
     StoredAttempt,
 )
 from gateway.store.provider_state import ProviderState
+from gateway.store.receipts import Applied, DeliveryReport, MovedMessage, ReceiptOutcome
 from gateway.store.store import Store, open_store, upgrade
 
 __all__ = [
     "FINAL",
     "STATUSES",
+    "Applied",
     "AttemptEnd",
     "BadQueryError",
     "Claim",
     "CorruptStoreError",
+    "DeliveryReport",
     "KeyConflict",
     "ListQuery",
     "MessageRecord",
+    "MovedMessage",
     "New",
     "NewMessage",
     "Page",
     "ProviderState",
+    "ReceiptOutcome",
     "Recipient",
     "Recovered",
     "Replay",

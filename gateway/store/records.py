@@ -123,11 +123,13 @@ class RecordStore:
     async def finish(self, message_id: str, status: str, *, provider: str | None = None,
                      provider_message_id: str | None = None, error: str | None = None,
                      keep_params: bool = False, last: AttemptEnd | None = None,
-                     refused: Mapping[str, str] | None = None) -> bool:
+                     refused: Mapping[str, str] | None = None,
+                     recipient_ids: Mapping[str, str] | None = None) -> bool:
         """Set the final status once (params erased unless ``keep_params``); False if it was
         already final (a final status is never overwritten here; receipts move ``sent`` on).
         In the same transaction: how the ``last`` attempt ended, and the numbers the provider
-        ``refused`` (number -> its code; recipient status ``refused``)."""
+        ``refused`` (number -> its code; recipient status ``refused``), and each recipient's
+        provider message id (``recipient_ids``: number -> id; receipts match by it)."""
         if status not in FINAL:
             raise ValueError(f"{status!r} is not a final status ({', '.join(sorted(FINAL))})")
 
@@ -139,6 +141,10 @@ class RecordStore:
                 _REFUSED.many(conn, [
                     {"b_mid": message_id, "b_number": number, "status": "refused",
                      "code": code, "at": now} for number, code in refused.items()])
+            if recipient_ids:
+                _RECIPIENT_ID.many(conn, [
+                    {"b_mid": message_id, "b_number": number, "provider_message_id": one}
+                    for number, one in recipient_ids.items()])
             values: dict[str, object] = {
                 "b_mid": message_id, "status": status, "final_at": now, "updated_at": now,
                 "provider": provider, "provider_message_id": provider_message_id, "error": error,

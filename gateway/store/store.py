@@ -22,6 +22,7 @@ from gateway.store.interrupted import Settled, settle, settle_interrupted
 from gateway.store.limits import LimitCounts
 from gateway.store.migrate import upgrade_connection
 from gateway.store.provider_state import ProviderStates
+from gateway.store.receipts import ReceiptStore
 from gateway.store.records import RecordStore
 from gateway.store.urls import StoreURL, parse, scrub
 from gateway.store.writer import reason
@@ -40,6 +41,7 @@ class Store:
         self.idempotency = Idempotency(db, idempotency_ttl)
         self.providers = ProviderStates(db)
         self.limits = LimitCounts(db)
+        self.receipts = ReceiptStore(db)
         # The file as opened: if it is moved or deleted, SQLite goes on writing to the old
         # inode and every later write would vanish with it, so check() compares.
         self._inode = _inode(target.path) if target.path else None

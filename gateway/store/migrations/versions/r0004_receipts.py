@@ -1,4 +1,6 @@
-"""Delivery receipts (SPEC §9).
+"""Delivery receipts (SPEC §9): no schema of their own. r0001 already has what they use:
+``recipients`` (provider_message_id, status, code, at; indexed by provider_message_id) and
+``unmatched_receipts``.
 
 Revision ID: r0004
 Revises: r0003
@@ -14,8 +16,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    """Nothing yet: the receipts work fills this in (placeholder keeps the chain fixed)."""
+    """Nothing to add (the revision keeps the chain fixed)."""
 
 
 def downgrade() -> None:
-    """Nothing to undo yet."""
+    """Nothing to undo."""
