@@ -34,7 +34,7 @@ from gateway import __version__
 from gateway.callback_rules import CallbackHosts, allowed_hosts, normal_host, url_problem
 from gateway.records import view
 from gateway.service import Gateway
-from gateway.store import StoreError
+from gateway.store import MessageRecord, StoreError
 from gateway.store.callbacks import CallbackJob, CallbackQueue
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ EVENT = "X-SMS-Gateway-Event"
 CONCURRENCY = 64  # callback POSTs in flight per process
 PER_HOST = 4  # connections to one receiver: a hanging one holds no more than these
 POLL = 2.0  # seconds between looks at the queue when nothing woke the sender
+COALESCE = 0.01  # seconds a woken sender waits for more callbacks before it looks
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -105,6 +106,8 @@ class CallbackSender:
         self._wake = asyncio.Event()
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self.depth = 0  # callbacks in the store, as of the last look (plus those queued since)
+        self._queued = False  # one was queued since the last look
+        self._full = False  # every slot was taken at the last look
 
     @property
     def queue(self) -> CallbackQueue:
@@ -120,6 +123,7 @@ class CallbackSender:
         """The gateway's listener: queue the callback (one write) and wake the sender."""
         await self.queue.enqueue(message_id, url)
         self._counted(self.depth + 1)
+        self._queued = True  # due now: the next look claims without asking first
         self._wake.set()
 
     def wake(self) -> None:
@@ -174,46 +178,63 @@ class CallbackSender:
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wait)
+                    # A burst of sends wakes the sender once per send: one look serves them all.
+                    await asyncio.sleep(COALESCE)
 
     async def _look(self, session: aiohttp.ClientSession) -> float:
         """Start what is due; the seconds until the next look (0: look again now)."""
-        state = await self.queue.state()
-        self._counted(state.depth)
         free = self._concurrency - len(self._in_flight)
-        if state.next_due is None or free <= 0:
-            return POLL  # a callback queued or finished wakes the sender sooner
-        early = state.next_due - self._gateway.wall_clock()
-        if early > 0:
-            return min(POLL, early)
+        self._full = free <= 0
+        if self._full:
+            return POLL  # a callback that finishes wakes the sender
+        if not self._queued:  # nothing known to be due: ask the store when something is
+            state = await self.queue.state()
+            self._counted(state.depth)
+            if state.next_due is None:
+                return POLL  # a callback queued wakes the sender sooner
+            early = state.next_due - self._gateway.wall_clock()
+            if early > 0:
+                return min(POLL, early)
+        self._queued = False
         timeout = self._gateway.runtime.config.server.callback_timeout
         jobs = await self.queue.claim(self.owner, free, lease=timeout + 30.0)
+        if not jobs:
+            return 0.0  # claimed by another replica: the store says what is next
+        try:  # every claimed record in one read, not one read per callback
+            records = await self.queue.records([job.message_id for job in jobs])
+        except StoreError:
+            await self.queue.release([job.id for job in jobs])
+            raise
         for job in jobs:
-            flight = asyncio.create_task(self._deliver(session, job), name="callback")
+            flight = asyncio.create_task(
+                self._deliver(session, job, records.get(job.message_id)), name="callback")
             self._in_flight[job.id] = flight
             flight.add_done_callback(functools.partial(self._finished, job.id))
-        return 0.0 if jobs else POLL
+        return 0.0
 
     def _finished(self, callback_id: int, _task: asyncio.Task[None]) -> None:
         self._in_flight.pop(callback_id, None)
-        self._wake.set()
+        if self._full:  # a slot is free for what waits
+            self._full = False
+            self._wake.set()
 
-    async def _deliver(self, session: aiohttp.ClientSession, job: CallbackJob) -> None:
+    async def _deliver(self, session: aiohttp.ClientSession, job: CallbackJob,
+                       record: MessageRecord | None) -> None:
         try:
-            error, final = await self._attempt(session, job)
+            error, final = await self._attempt(session, job, record)
             await self._settle(job, error, final)
         except StoreError as exc:  # the lease runs out and the callback is claimed again
             log.warning("callback %d of send %s: the queue could not be updated: %s",
                         job.id, job.message_id, exc)
 
-    async def _attempt(self, session: aiohttp.ClientSession,
-                       job: CallbackJob) -> tuple[str | None, bool]:
+    async def _attempt(self, session: aiohttp.ClientSession, job: CallbackJob,
+                       record: MessageRecord | None) -> tuple[str | None, bool]:
         """POST the record once: (None, True) delivered; (why, final) not."""
         if self._gateway.wall_clock() > job.created_at + self.policy.max_age:
             return "older than the retry window", True
         refused = url_problem(job.url, self._hosts())
         if refused:  # a reload took its host out of callback_hosts
             return f"the URL is no longer allowed: {refused}", True
-        record = await self._gateway.store.records.get(job.message_id)
         if record is None:
             return "the message is no longer retained", True
         server = self._gateway.runtime.config.server

@@ -93,6 +93,19 @@ async def test_a_sync_send_posts_its_record_once_signed(
     assert SECRET not in json.dumps(state) and SECRET not in metrics
 
 
+async def test_a_burst_of_sends_gets_one_callback_each(make_gateway: MakeGateway,
+                                                       receiver: Receiver) -> None:
+    """Claimed in batches, their records read together: each callback once, none lost."""
+    gw = await make_gateway(config())
+    answers = await asyncio.gather(*(send(gw, receiver.url) for _ in range(40)))
+    assert {status for status, _ in answers} == {200}
+    await until(lambda: sample(gw, "delivered") == 40)
+    ids = sorted(got.json()["id"] for got in receiver.got)
+    assert ids == sorted(body["id"] for _, body in answers)  # each once
+    assert all(verified(got) for got in receiver.got)
+    assert sender(gw).depth == 0
+
+
 async def test_no_callback_without_a_url_nor_for_a_replay(
         make_gateway: MakeGateway, receiver: Receiver) -> None:
     gw = await make_gateway(config())

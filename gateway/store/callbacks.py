@@ -26,6 +26,8 @@ from sqlalchemy import (
 
 from gateway.store.db import Database
 from gateway.store.errors import UnknownMessageError
+from gateway.store.listing import fetch_many
+from gateway.store.models import MessageRecord
 from gateway.store.schema import callbacks, from_us, messages, to_us
 
 _ERROR_CHARS = 500  # last_error is for an operator's eye: the reason, never a body
@@ -122,6 +124,11 @@ class CallbackQueue:
                     if conn.dialect.name == "sqlite"
                     else func.greatest(callbacks.c.attempts - 1, 0),
                     lease_until=None, lease_owner=None)))
+
+    async def records(self, message_ids: Sequence[str]) -> dict[str, MessageRecord]:
+        """The current records of ``message_ids`` that are still retained, by id: one read."""
+        return await self._db.read(
+            lambda conn: {r.id: r for r in fetch_many(conn, message_ids)})
 
     async def state(self) -> QueueState:
         """The queue's depth and when its earliest callback may be claimed."""

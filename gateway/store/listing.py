@@ -66,6 +66,13 @@ def fetch_one(conn: Connection, message_id: str) -> MessageRecord | None:
     return (_complete(conn, [row]))[0]
 
 
+def fetch_many(conn: Connection, message_ids: Sequence[str]) -> list[MessageRecord]:
+    """The records of ``message_ids`` that exist (in no set order), with their attempts and
+    recipients: three queries for the lot."""
+    rows = list(conn.execute(select(messages).where(messages.c.id.in_(set(message_ids)))))
+    return _complete(conn, rows)
+
+
 def fetch_page(conn: Connection, query: ListQuery) -> Page:
     """The page ``query`` asks for."""
     check(query)
