@@ -240,6 +240,10 @@ class CircuitBreaker:
         """Close now; the open time goes back to its base."""
         self._close("forced closed by operator")
 
+    def disable_for(self, seconds: float, reason: str) -> None:
+        """Disabled for ``seconds``: an account-level error another replica met (SPEC §11)."""
+        self._open(self._clock() + seconds, reason, State.DISABLED)
+
     def update(self, settings: BreakerSettings) -> None:
         """New settings from a config reload; the state is kept."""
         if settings.window != self.settings.window:

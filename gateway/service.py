@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
 import logging
@@ -22,7 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway import storage as storage_
+from gateway.cluster import Cluster
 from gateway.config import Config
+from gateway.latewrites import LateWrites
 from gateway.metrics import Metrics
 from gateway.observe import Observer
 from gateway.phones import mask
@@ -87,6 +90,8 @@ class Gateway:
         self.started_at = time.time()
         # Told when a message's sending is over or a receipt moves it (SPEC §8 callbacks).
         self.listeners: list[Listener] = []
+        self.late = LateWrites()  # finished sends' writes, kept while the store is away
+        self.cluster: Cluster | None = None  # heartbeats and shared provider state (§11)
 
     @property
     def runtime(self) -> Runtime:
@@ -118,8 +123,12 @@ class Gateway:
         the one ClientSession and the providers built on it, while the app runs."""
         storage = self.initial_config.storage  # read at start: a reload does not move it
         storage_.make_default_folder(storage)
+        # wait: a PostgreSQL server that does not answer yet leaves the store down (503s), not
+        # the gateway unstarted (SPEC §11)
         self._store = await open_store(storage.url, base=storage.base, clock=self.wall_clock,
-                                       idempotency_ttl=storage.idempotency_ttl)
+                                       idempotency_ttl=storage.idempotency_ttl, wait=True)
+        self._store.health.listeners.append(self.late.store_back)
+        self.cluster = Cluster(self._store, lambda: self._runtime, wall_clock=self.wall_clock)
         sweeper = asyncio.create_task(storage_.sweeping(self._store, storage.retention))
         # The pool's size is fixed when the session is made; its wait is read per request.
         pool = Pool(self.initial_config.server.pool_size, self._pool_wait,
@@ -129,9 +138,13 @@ class Gateway:
                 self._runtime = Runtime(self.initial_config, session, clock=self.clock,
                                         on_transition=self.observer.on_transition)
                 await storage_.restore_forced(self._store, self._runtime)
+                cluster = asyncio.create_task(self.cluster.run(), name="cluster")
                 try:
                     yield
                 finally:
+                    cluster.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await cluster
                     if self._cutoff is not None:
                         self._cutoff.cancel()
                     self._runtime = None
@@ -139,6 +152,7 @@ class Gateway:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            await self.late.close()
             await self._store.close()  # what is queued is written first
             self._store = None
 
@@ -203,8 +217,10 @@ class Gateway:
         try:
             await keys.complete(caller_id, key, reply.status, reply.body, reply.body.get("id"))
         except StoreError as exc:  # sent all the same: the caller gets its answer
-            log.error("send %s: its Idempotency-Key could not be kept: %s",
+            log.error("send %s: its Idempotency-Key is kept when the store is back: %s",
                       reply.body.get("id"), exc)
+            self.late.keep(f"send {reply.body.get('id')} key", functools.partial(
+                keys.complete, caller_id, key, reply.status, reply.body, reply.body.get("id")))
         return reply
 
     async def _release(self, caller_id: str, key: str) -> None:
@@ -226,12 +242,16 @@ class Gateway:
         outcome = await available(
             self.router.send(snapshot, message, send.template, send.countries, recorder))
         refused = _refused(message.to, outcome.refused)
+        finish = functools.partial(recorder.finish, outcome,
+                                   {n: code for i, n, code in refused if i >= 0})
         try:
-            await recorder.finish(outcome, {n: code for i, n, code in refused if i >= 0})
+            await finish()
         except StoreError as exc:
             if not recorder.called:  # nothing was sent: nothing unrecorded goes out
                 raise unavailable() from None
-            log.error("send %s: its final status could not be recorded: %s", message.id, exc)
+            log.error("send %s: its final status is recorded when the store is back: %s",
+                      message.id, exc)
+            self.late.keep(f"send {message.id}", finish)
         attempts = [a.as_dict() for a in outcome.attempts]
         self.observer.on_send(self.clock() - started)
         log.info("send %s %s via %s: %s", message.id, message.template,

@@ -43,7 +43,11 @@ async def sweeping(store: Store, retention: float) -> None:
 
 async def restore_forced(store: Store, runtime: Runtime) -> None:
     """Breakers an operator forced open stay open across a restart (the store keeps them)."""
-    for name, state in (await store.providers.all()).items():
+    try:
+        states = await store.providers.all()
+    except StoreError:  # not reachable yet: the cluster's sync applies them once it is
+        return
+    for name, state in states.items():
         member = runtime.member(name)
         if state.forced_open and member is not None:
             member.breaker.force_open()
@@ -55,6 +59,8 @@ async def keep_forced(store: Store, name: str, forced: bool) -> None:
     try:
         why = "forced open by operator" if forced else None
         await store.providers.set_forced_open(name, forced, why)
+        if not forced:  # closed by hand: an account-level disable ends too, on every replica
+            await store.providers.set_disabled(name, None, None)
     except StoreError as exc:
         log.warning("provider %s: forced %s now, but not kept across a restart: %s",
                     name, "open" if forced else "closed", exc)
