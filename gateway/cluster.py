@@ -100,10 +100,8 @@ class Cluster:
     async def _syncing(self) -> None:
         while True:
             self._wake.clear()
-            try:
+            with contextlib.suppress(StoreError):  # the store's health logs an outage once
                 await self.sync()
-            except StoreError:
-                pass
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), SYNC_EVERY)
 

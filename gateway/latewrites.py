@@ -29,7 +29,7 @@ class LateWrites:
     def __init__(self, max_kept: int = MAX_KEPT) -> None:
         self._queue: deque[tuple[str, Write]] = deque()
         self._max = max_kept
-        self._flushing: asyncio.Task[None] | None = None
+        self._flushing: asyncio.Task[int] | None = None
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -51,7 +51,7 @@ class LateWrites:
         """Write what waits, oldest first, until one fails; how many were written."""
         written = 0
         while self._queue:
-            what, write = self._queue[0]
+            _what, write = self._queue[0]
             try:
                 await write()
             except StoreError:

@@ -37,7 +37,8 @@ async def sweeping(store: Store, retention: float) -> None:
             if records or keys:
                 log.info("retention: %d records and %d idempotency keys deleted", records, keys)
         except StoreError as exc:
-            log.warning("retention pass failed (tried again later): %s", exc)
+            if store.health.up:  # while it is down, its one "store down" line says it all
+                log.warning("retention pass failed (tried again later): %s", exc)
         await asyncio.sleep(SWEEP_EVERY)
 
 

@@ -95,7 +95,7 @@ class Signals:
         self._deliver(channel, payload)
 
     async def _listening(self) -> None:
-        import asyncpg  # the PostgreSQL driver: only a PostgreSQL store gets here
+        import asyncpg  # type: ignore[import-untyped]  # only a PostgreSQL store gets here
 
         dsn = self._target.url.set(drivername="postgresql").render_as_string(
             hide_password=False)

@@ -99,6 +99,8 @@ class GroupWriter:
                 await self._backend.write(_unprotected(batch))
             except _WorkFailed as failed:
                 assert isinstance(failed.__cause__, Exception)
+                if is_outage(failed.__cause__):  # the connection, not the write: all fail
+                    raise failed.__cause__ from None
                 if len(batch) == 1:  # alone, and rolled back: its error is simply its own
                     batch[0].error = _own_error(failed.__cause__)
                 else:
