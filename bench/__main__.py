@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from bench import cases
+from bench.case_replicas import case10
 from bench.loadgen import wrk_path
 from bench.procs import Children
 from bench.report import machine, table, write
@@ -35,7 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="alternating bare/gateway rounds for case 1 (3)")
     parser.add_argument("--generator", choices=("auto", "wrk", "builtin"), default="auto",
                         help="load generator: wrk when installed (auto), or the built-in one")
-    parser.add_argument("--cases", default="1,2,3,4,5", help="which cases, e.g. 1,3 (all)")
+    parser.add_argument("--cases", default="1,2,3,4,5,10", help="which cases, e.g. 1,3 (all)")
     parser.add_argument("--output", type=Path, help="JSON results (bench/results/latest.json)")
     parser.add_argument("--note", default="",
                         help="a sentence about this run, kept in the results and the README")
@@ -43,8 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.generator == "wrk" and not wrk_path():
         parser.error("wrk is not installed (make wrk), use --generator builtin")
     args.cases = {c.strip() for c in args.cases.split(",") if c.strip()}
-    if args.cases - set("12345"):
-        parser.error("--cases takes numbers from 1 to 5")
+    if args.cases - {*"12345", "10"}:
+        parser.error("--cases takes numbers from 1 to 5, and 10")
     return args
 
 
@@ -84,6 +85,8 @@ async def _measure(args: argparse.Namespace, workdir: Path, children: Children) 
         await cases.case4(b, hang)
     if gw5 and bare5:
         await cases.case5(b, gw5, bare5)
+    if "10" in want:  # replicas: 1 process vs --workers 2 on PostgreSQL, and vs SQLite
+        await case10(b)
     elapsed = time.monotonic() - started
     settings = {"duration_s": args.duration, "rounds": args.rounds,
                 "generator": "wrk" if use_wrk else "builtin", "cases": sorted(want)}
