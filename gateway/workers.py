@@ -115,7 +115,13 @@ class Supervisor:
         """Run ``worker``; restart it whenever it dies, until stopping."""
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
-            await self._spawn(worker)
+            try:
+                await self._spawn(worker)
+            except OSError as exc:  # no process at all (out of memory, say): try again later
+                log.error("worker %d could not be started: %s", worker.index, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), MAX_DELAY)
+                continue
             assert worker.process is not None
             if self._stopping.is_set():  # told to stop while it was being started
                 worker.process.send_signal(signal.SIGTERM)
@@ -123,7 +129,7 @@ class Supervisor:
             if self._stopping.is_set():
                 return
             lived = loop.time() - worker.started
-            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            how = _how(code)
             if code == EXIT_CONFIG and lived < QUICK_DEATH:
                 log.error("worker %d (pid %d) could not start (%s): stopping every worker",
                           worker.index, worker.process.pid, how)
@@ -186,6 +192,15 @@ class Supervisor:
                       process.pid, deadline)
             process.kill()
             await process.wait()
+
+
+def _how(code: int) -> str:
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
 
 
 async def orphaned(every: float = 1.0) -> None:

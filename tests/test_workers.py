@@ -16,6 +16,7 @@ from replicas import (  # noqa: F401 - the fixtures
 )
 
 from gateway import __version__
+from gateway.workers import child_argv, count, worker_file
 
 STARTED = re.compile(r"worker (\d) started \(pid (\d+)\)")
 
@@ -137,3 +138,13 @@ def test_an_unusable_sqlite_store_stops_the_supervisor_with_exit_2(tmp_path: Pat
     done = run_cli("--config", str(config), "--workers", "2", "--port", str(free_port()))
     assert done.returncode == 2
     assert "does not exist" in done.stderr and "worker 1 started" not in done.stderr
+
+
+def test_a_worker_gets_the_supervisor_s_flags_and_a_log_file_of_its_own() -> None:
+    assert child_argv(["--config", "c.yaml", "--workers", "2", "--port", "9"]) == [
+        "--config", "c.yaml", "--port", "9"]
+    assert child_argv(["--workers=auto", "--emulate"]) == ["--emulate"]
+    assert worker_file("logs/gateway.log", 2) == "logs/gateway.w2.log"
+    assert worker_file("/var/log/sms", 1) == "/var/log/sms.w1.log"
+    assert worker_file(None, 1) is None
+    assert count("auto") >= 1 and count("3") == 3
