@@ -227,7 +227,9 @@ class Gateway:
         try:
             await self.store.idempotency.release(caller_id, key)
         except StoreError as exc:
-            log.warning("an Idempotency-Key stays claimed until it expires: %s", exc)
+            log.warning("an Idempotency-Key is freed when the store is back: %s", exc)
+            self.late.keep("a key's release", functools.partial(
+                self.store.idempotency.release, caller_id, key))
 
     async def dispatch(self, snapshot: Snapshot, send: SendRequest, caller_id: str = "",
                        key: str | None = None) -> Reply:
