@@ -217,3 +217,30 @@ async def test_a_wrong_user_or_database_is_a_clear_startup_error_without_the_pas
         assert done.returncode == 2, output
         assert expected in output and "not starting" in output
         assert "s3cretpw" not in output and ":***@" in output
+
+
+async def test_a_replica_cut_off_from_the_store_leaves_the_other_serving(
+        tmp_path: Path, replica_db: str) -> None:
+    proxy = CuttableProxy("127.0.0.1", 5432)
+    await proxy.start()
+    try:
+        async with two_replicas(tmp_path, [via_port(replica_db, proxy.port),
+                                           replica_db]) as pair:
+            await proxy.cut()
+            await pair.send(pair.a)  # meets the dead connection
+            assert (await pair.call(pair.a, "GET", "/readyz"))[0] == 503  # the LB drops A
+            assert (await pair.call(pair.b, "GET", "/readyz"))[0] == 200
+            status, body = await pair.send(pair.b)
+            assert status == 200
+            _, status_doc = await pair.call(pair.a, "GET", "/status")
+            assert status_doc["cluster"]["store_up"] is False
+            assert status_doc["cluster"]["store_error"]
+            await proxy.restore()
+
+            async def a_reads_b_s_record() -> bool:
+                status, record = await pair.call(pair.a, "GET", f"/sms/{body['id']}")
+                return status == 200 and record["status"] == "sent"
+
+            await eventually(a_reads_b_s_record, within=15.0)
+    finally:
+        await proxy.stop()
