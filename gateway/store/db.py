@@ -60,11 +60,14 @@ class Database:
             raise StoreClosedError("the store is closed")
         self.health.check()
         try:
-            return await self.backend.read(work)
+            result = await self.backend.read(work)
         except (DBAPIError, OSError) as exc:
             if is_outage(exc):
                 self.health.failed(reason(exc))
             raise StoreUnavailableError(f"the store cannot be read: {reason(exc)}") from exc
+        if not self.health.up:  # a trial went through: it is back
+            self.health.succeeded()
+        return result
 
     async def ping(self) -> None:
         """One round trip to the database, past the health gate (the probe's own check)."""

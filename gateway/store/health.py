@@ -1,10 +1,12 @@
 """Is the database there? One answer for the whole process, and the way back when it was not.
 
-While the store is *down* every read and write fails at once with StoreUnavailableError (a send
-answers 503 at once instead of each waiting on a dead server), and one probe task reconnects with
-a growing, jittered backoff. Each change is logged once: "store down" and "store back", never a
-traceback per request. What counts as an outage is a lost or refused connection, not a statement
-the database refused (a conflict, a deadlock between replicas).
+While the store is *down* reads and writes fail at once with StoreUnavailableError (a send
+answers 503 at once instead of each waiting on a dead server), except one real try every
+TRIAL_EVERY (a breaker's half-open probe: the first operation after the server is back succeeds
+and brings the store up); and one probe task reconnects with a growing, jittered backoff, so the
+store comes back without traffic too. Each change is logged once: "store down" and "store
+back", never a traceback per request. What counts as an outage is a lost or refused connection,
+not a statement the database refused (a conflict, a deadlock between replicas).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ log = logging.getLogger("gateway.store")
 
 FIRST_RETRY = 0.25  # seconds before the first probe; doubled after each failed one
 MAX_RETRY = 5.0
+TRIAL_EVERY = 0.1  # while down, at most one operation per this many seconds tries for real
 # SQLSTATE classes of a server that is there but not accepting us *now*: 08 connection
 # exception, 53 insufficient resources (too many connections), 57 operator intervention
 # (shutting down, starting up, failing over).
@@ -72,14 +75,23 @@ class StoreHealth:
         self.reason = ""
         self.down_since: float | None = None
         self.listeners: list[Listener] = []  # told True when it comes back, False when it goes
+        # False while the store is not migrated yet: only the probe may bring it up then
+        self.trials = True
+        self._trial_at: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
     def check(self) -> None:
-        """Raise StoreUnavailableError while the store is down."""
-        if not self.up:
-            raise StoreUnavailableError(f"the store at {self._shown} is unreachable: "
-                                        f"{self.reason}")
+        """Raise StoreUnavailableError while the store is down (but for one try now and then,
+        whose success calls :meth:`succeeded`)."""
+        if self.up:
+            return
+        now = self._clock()
+        if self.trials and (self._trial_at is None or now - self._trial_at >= TRIAL_EVERY):
+            self._trial_at = now
+            return
+        raise StoreUnavailableError(f"the store at {self._shown} is unreachable: "
+                                    f"{self.reason}")
 
     def failed(self, reason: str) -> None:
         """An operation met an outage: go down (logged once) and start probing."""

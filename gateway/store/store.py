@@ -137,8 +137,10 @@ def _open_later(target: StoreURL, db: Database, why: str) -> None:
             raise
         db.health.probe = db.ping
         db.start()
+        db.health.trials = True
 
     db.health.probe = opening
+    db.health.trials = False  # a read that went through must not bring up an unmigrated store
     db.health.failed(why.removeprefix(f"cannot use the PostgreSQL store at {target.shown}: "))
 
 

@@ -124,6 +124,8 @@ class GroupWriter:
             for job in batch:
                 _settle(job.future, None, StoreClosedError(f"the store stopped: {exc!r}"))
             raise
+        if self._health is not None and not self._health.up:  # a trial went through
+            self._health.succeeded()
         for job in batch:
             _settle(job.future, job.result, job.error)
 

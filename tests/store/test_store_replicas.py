@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from gateway.store import Store, StoreUnavailableError
-from gateway.store.health import StoreHealth, is_outage
+from gateway.store.health import TRIAL_EVERY, StoreHealth, is_outage
 from gateway.store.provider_state import CHANNEL
 
 from .conftest import FakeClock, Opener, PgServer, admin, require
@@ -64,16 +64,24 @@ async def test_health_fails_fast_while_down_and_logs_each_change_once(
         if answer is not None:
             raise answer
 
-    health = StoreHealth("postgresql://u:***@db/x", probe, rand=lambda: 0.0)
+    now = [100.0]
+    health = StoreHealth("postgresql://u:***@db/x", probe, rand=lambda: 0.0,
+                         clock=lambda: now[0])
     back = asyncio.Event()
     health.listeners.append(lambda up: back.set() if up else None)
     caplog.set_level(logging.INFO, "gateway.store")
     health.check()
     for _ in range(3):
         health.failed("connection refused")
-    with pytest.raises(StoreUnavailableError, match="unreachable: connection refused"):
+    health.check()  # one operation tries for real (a half-open probe)...
+    for _ in range(3):  # ...the others fail at once
+        with pytest.raises(StoreUnavailableError, match="unreachable: connection refused"):
+            health.check()
+    now[0] += 2 * TRIAL_EVERY
+    health.check()  # the next try, a moment later
+    with pytest.raises(StoreUnavailableError):
         health.check()
-    await asyncio.wait_for(back.wait(), 5)
+    await asyncio.wait_for(back.wait(), 5)  # the probe task brings it back without traffic
     health.check()
     lines = [r.getMessage() for r in caplog.records]
     assert sum("store down" in line for line in lines) == 1
