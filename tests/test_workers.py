@@ -94,11 +94,12 @@ async def test_a_worker_killed_with_sigkill_is_restarted_and_logged(tmp_path: Pa
     console = tmp_path / "console.log"
     async with running(sqlite_config(tmp_path), "--workers", "2", console=console) as gateway:
         await until(lambda: len(pids(console)) == 2)
+        banner = f"sms-gateway {__version__} on"
+        await until(lambda: console.read_text().count(banner) == 2, within=90)  # both serving
         victim = pids(console)[1]
         os.kill(victim, signal.SIGKILL)
         await until(lambda: pids(console)[1] != victim)
         assert f"worker 1 (pid {victim}) died (killed by SIGKILL)" in console.read_text()
-        banner = f"sms-gateway {__version__} on"
         try:  # this shared machine may take a while to start a Python process
             await until(lambda: console.read_text().count(banner) >= 3, within=90)
         except AssertionError:
