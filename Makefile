@@ -18,7 +18,7 @@ TEST_EXTRAS := test,browser,client
 LINT_EXTRAS := lint
 ALL_EXTRAS  := speed,client,test,browser,lint
 
-.PHONY: install run test lint bench soak chromium wrk constraints clean
+.PHONY: install run test lint bench soak chromium wrk constraints clean cluster
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,11 @@ bench: $(STAMP_RUN) wrk
 
 soak: $(STAMP_RUN)
 	$(BIN)/python -m bench.soak
+
+# Two replicas on the local PostgreSQL (database sms_gateway_cluster, created if missing) behind
+# a small aiohttp round-robin balancer on $(PORT) (bench/cluster.py); Ctrl-C stops them.
+cluster: $(STAMP_RUN)
+	$(BIN)/python -m bench.cluster --host $(HOST) --port $(PORT)
 
 # Re-resolve every dependency (all extras) in a throwaway venv and pin what it got. Run it after
 # changing a requirement in setup.cfg, or to take upgrades; commit constraints.txt with it.

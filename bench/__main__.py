@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from bench import case_receipts, cases, limits_case, store_cases
+from bench.case_replicas import case10
 from bench.loadgen import wrk_path
 from bench.procs import Children
 from bench.report import machine, table, write
@@ -26,7 +27,7 @@ from bench.stack import BREAKER_OFF, Stack
 
 ROOT = Path(__file__).resolve().parent.parent
 # Every case, in the order a full run measures them.
-CASES = ("1", "2", "3", "4", "5", "6", "8", "9", "11")
+CASES = ("1", "2", "3", "4", "5", "6", "8", "9", "10", "11")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -102,6 +103,8 @@ async def _measure(args: argparse.Namespace, workdir: Path, children: Children) 
         await limits_case.case9(b, limited, unlimited)
     if "8" in want:
         await case_receipts.case8(b)
+    if "10" in want:  # replicas: 1 process vs --workers 2 on PostgreSQL, and vs SQLite
+        await case10(b)
     elapsed = time.monotonic() - started
     settings = {"duration_s": args.duration, "rounds": args.rounds,
                 "generator": "wrk" if use_wrk else "builtin", "cases": sorted(want)}

@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import sys
+from functools import partial
 from pathlib import Path
 
 from dotenv import dotenv_values
@@ -24,6 +25,7 @@ from gateway.serving import (  # re-exported: tests and bench import them from h
     emulation_for,
     serve,
 )
+from gateway.workers import count as workers_count
 
 __all__ = ["EXIT_CONFIG", "_loop_factory", "emulated_loader", "emulation_for", "main",
            "parse_args"]
@@ -48,6 +50,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--check", action="store_true",
                         help="validate the config, print every problem, exit 0 or 2")
     parser.add_argument("--version", action="version", version=f"sms-gateway {__version__}")
+    parser.add_argument("--workers", type=workers_count, metavar="N|auto",
+                        help="run N processes on one port (SO_REUSEPORT), supervised; "
+                             "auto: one per core")
+    parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by --workers
     return parser.parse_args(argv)
 
 
@@ -84,12 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_console(args.log_level)
     try:
-        return _main(args)
+        return _main(args, words)
     finally:
         reset_logging()  # every queued line written before the process ends
 
 
-def _main(args: argparse.Namespace) -> int:
+def _main(args: argparse.Namespace, words: list[str]) -> int:
     if args.env_file:
         try:
             load_env_file(Path(args.env_file))
@@ -101,6 +107,11 @@ def _main(args: argparse.Namespace) -> int:
         return check(path, args)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            if args.workers:  # the supervisor of N ordinary gateways (gateway/workers.py)
+                from gateway.workers import supervise
+                return runner.run(supervise(args.workers, words, partial(
+                    load_config, path, profile=args.env,
+                    emulation=emulation_for(_placeholders()) if args.emulate else None)))
             return runner.run(serve(args, path))
     except KeyboardInterrupt:  # a second Ctrl-C while stopping
         return 130
@@ -108,12 +119,9 @@ def _main(args: argparse.Namespace) -> int:
 
 def check(path: Path, args: argparse.Namespace) -> int:
     """``--check``: the config is valid and its log file can be written; exit 0 or 2."""
-    from gateway.emulators.server import APPS
-
-    placeholder = dict.fromkeys(APPS, "http://127.0.0.1:1")
     try:
-        config = load_config(path, emulation=emulation_for(placeholder) if args.emulate else None,
-                             profile=args.env)
+        config = load_config(path, emulation=emulation_for(_placeholders()) if args.emulate
+                             else None, profile=args.env)
     except ConfigError as exc:
         print(f"{path}: invalid\n{exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -123,6 +131,13 @@ def check(path: Path, args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     print(f"{path}: ok")
     return 0
+
+
+def _placeholders() -> dict[str, str]:
+    """Emulator URLs for a config read without running the emulators (they are not called)."""
+    from gateway.emulators.server import APPS
+
+    return dict.fromkeys(APPS, "http://127.0.0.1:1")
 
 
 def _unwritable(config: Config) -> str | None:

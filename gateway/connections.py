@@ -98,11 +98,12 @@ class CappedSite(web.TCPSite):
     ``header_timeout`` (pass the same value as the runner's ``keepalive_timeout``)."""
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, *,
-                 max_connections: int, header_timeout: float) -> None:
+                 max_connections: int, header_timeout: float, reuse_port: bool = False) -> None:
         super().__init__(runner, host, port)
         self.max_connections = max_connections
         self.header_timeout = header_timeout
         self.open = 0
+        self.reuse_port = reuse_port  # --workers: several processes listen on one port
 
     def _protocol(self) -> asyncio.Protocol:
         if self.open >= self.max_connections:
@@ -115,7 +116,8 @@ class CappedSite(web.TCPSite):
         await web.BaseSite.start(self)  # registers the site with the runner
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            self._protocol, self._host, self._port, reuse_address=True)
+            self._protocol, self._host, self._port, reuse_address=True,
+            reuse_port=self.reuse_port or None)
 
 
 FD_HEADROOM = 128  # descriptors kept for provider connections, log files, the watcher

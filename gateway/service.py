@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
 import logging
@@ -23,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from gateway import storage as storage_
 from gateway.breaker import State
+from gateway.cluster import Cluster
 from gateway.config import Config
+from gateway.latewrites import LateWrites
 from gateway.limiter import Limiter
 from gateway.metrics import Metrics
 from gateway.observe import Observer
@@ -94,6 +97,8 @@ class Gateway:
         self.started_at = time.time()
         # Told when a message's sending is over or a receipt moves it (SPEC §8 callbacks).
         self.listeners: list[Listener] = []
+        self.late = LateWrites()  # finished sends' writes, kept while the store is away
+        self.cluster: Cluster | None = None  # heartbeats and shared provider state (§11)
 
     @property
     def runtime(self) -> Runtime:
@@ -129,8 +134,12 @@ class Gateway:
         the one ClientSession and the providers built on it, while the app runs."""
         storage = self.initial_config.storage  # read at start: a reload does not move it
         storage_.make_default_folder(storage)
+        # wait: a PostgreSQL server that does not answer yet leaves the store down (503s), not
+        # the gateway unstarted (SPEC §11)
         self._store = await open_store(storage.url, base=storage.base, clock=self.wall_clock,
-                                       idempotency_ttl=storage.idempotency_ttl)
+                                       idempotency_ttl=storage.idempotency_ttl, wait=True)
+        self._store.health.listeners.append(self.late.store_back)
+        self.cluster = Cluster(self._store, lambda: self._runtime, wall_clock=self.wall_clock)
         sweeper = asyncio.create_task(storage_.sweeping(self._store, storage.retention,
                                                         self._limits_horizon))
         # The pool's size is fixed when the session is made; its wait is read per request.
@@ -145,12 +154,14 @@ class Gateway:
                                                        self.wall_clock)
                 settler = asyncio.create_task(storage_.settling(
                     self._store, lambda: self.runtime.config, self.announce))
+                cluster = asyncio.create_task(self.cluster.run(), name="cluster")
                 try:
                     yield
                 finally:
-                    settler.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await settler
+                    for task in (settler, cluster):
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
                     if self._cutoff is not None:
                         self._cutoff.cancel()
                     await self._keeper.drain()
@@ -160,6 +171,7 @@ class Gateway:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            await self.late.close()
             await self._store.close()  # what is queued is written first
             self._store = None
 
@@ -231,8 +243,10 @@ class Gateway:
         try:
             await keys.complete(caller_id, key, reply.status, reply.body, reply.body.get("id"))
         except StoreError as exc:  # sent all the same: the caller gets its answer
-            log.error("send %s: its Idempotency-Key could not be kept: %s",
+            log.error("send %s: its Idempotency-Key is kept when the store is back: %s",
                       reply.body.get("id"), exc)
+            self.late.keep(f"send {reply.body.get('id')} key", functools.partial(
+                keys.complete, caller_id, key, reply.status, reply.body, reply.body.get("id")))
         return reply
 
     async def _claim(self, snapshot: Snapshot, caller_id: str, key: str,
@@ -262,7 +276,9 @@ class Gateway:
         try:
             await self.store.idempotency.release(caller_id, key)
         except StoreError as exc:
-            log.warning("an Idempotency-Key stays claimed until it expires: %s", exc)
+            log.warning("an Idempotency-Key is freed when the store is back: %s", exc)
+            self.late.keep("a key's release", functools.partial(
+                self.store.idempotency.release, caller_id, key))
 
     async def dispatch(self, snapshot: Snapshot, send: SendRequest, caller_id: str = "",
                        key: str | None = None) -> Reply:
@@ -283,12 +299,16 @@ class Gateway:
         if not recorder.called:  # nothing can have been sent: it does not count
             await self.limiter.refund(self.store, admitted)
         refused = _refused(message.to, outcome.refused)
+        finish = functools.partial(recorder.finish, outcome,
+                                   {n: code for i, n, code in refused if i >= 0})
         try:
-            await recorder.finish(outcome, {n: code for i, n, code in refused if i >= 0})
+            await finish()
         except StoreError as exc:
             if not recorder.called:  # nothing was sent: nothing unrecorded goes out
                 raise unavailable() from None
-            log.error("send %s: its final status could not be recorded: %s", message.id, exc)
+            log.error("send %s: its final status is recorded when the store is back: %s",
+                      message.id, exc)
+            self.late.keep(f"send {message.id}", finish)
         else:
             await self.announce(message.id, send.callback_url)  # queued, not sent, here
         attempts = [a.as_dict() for a in outcome.attempts]

@@ -76,6 +76,9 @@ async def serve(args: argparse.Namespace, path: Path) -> int:
                                   local_url=f"http://{_bracketed(local)}:{args.port}")
                   if emulators
                   else partial(load_config, path, profile=args.env))
+        if args.worker_index is not None:  # one of --workers: a log file of its own
+            from gateway.workers import worker_loader
+            loader = worker_loader(loader, args.worker_index)
         try:
             config = loader()
         except ConfigError as exc:
@@ -139,7 +142,8 @@ async def _run(app: web.Application, config: Config, args: argparse.Namespace,
         await runner.cleanup()
         return EXIT_CONFIG
     site = CappedSite(runner, args.host, args.port, header_timeout=config.server.header_timeout,
-                      max_connections=within_fd_limit(config.server.max_connections))
+                      max_connections=within_fd_limit(config.server.max_connections),
+                      reuse_port=args.worker_index is not None)
     try:
         await site.start()
     except OSError as exc:
@@ -173,6 +177,10 @@ async def _run(app: web.Application, config: Config, args: argparse.Namespace,
         banner += " - emulated: nothing is delivered"
     log.info("%s; config %s; log file %s; message store %s", banner, config.source,
              log_file or "none", app[gateway_key].store.target.shown)
+    if args.worker_index is not None:  # one of --workers: stop if the supervisor dies
+        from gateway.workers import orphaned
+        watch = loop.create_task(orphaned())
+        watch.add_done_callback(lambda _: stopping.set())
     await stopping.wait()
     await runner.cleanup()
     log.info("stopped")

@@ -79,6 +79,8 @@ def status_document(gateway: Gateway) -> dict[str, Any]:
             "templates": sorted(config.templates),
         },
         "providers": [provider_status(gateway, m) for m in runtime.snapshot.members],
+        # this replica, the store's reachability, every replica alive and its breakers (§11)
+        "cluster": gateway.cluster.view() if gateway.cluster is not None else None,
     }
 
 

@@ -45,7 +45,8 @@ async def sweeping(store: Store, retention: float,
             if limits_horizon is not None:
                 await store.limits.prune(limits_horizon())
         except StoreError as exc:
-            log.warning("retention pass failed (tried again later): %s", exc)
+            if store.health.up:  # while it is down, its one "store down" line says it all
+                log.warning("retention pass failed (tried again later): %s", exc)
         await asyncio.sleep(SWEEP_EVERY)
 
 
@@ -65,7 +66,8 @@ async def settling(store: Store, current: Callable[[], Config],
             settled = await store.settle_interrupted(in_flight_bound(config),
                                                      keep_params=config.storage.keep_params)
         except StoreError as exc:
-            log.warning("settling interrupted sends failed (tried again later): %s", exc)
+            if store.health.up:  # while it is down, its one "store down" line says it all
+                log.warning("settling interrupted sends failed (tried again later): %s", exc)
         else:
             await tell(settled, announce)
         await asyncio.sleep(SETTLE_EVERY)
@@ -84,7 +86,11 @@ async def restore_forced(store: Store, runtime: Runtime, now: float | None = Non
     """Breakers an operator forced open stay open across a restart (the store keeps them), and
     so do providers an account-level error disabled, for what is left of their period (``now``:
     the store's wall clock)."""
-    for name, state in (await store.providers.all()).items():
+    try:
+        states = await store.providers.all()
+    except StoreError:  # not reachable yet: the cluster's sync applies them once it is
+        return
+    for name, state in states.items():
         member = runtime.member(name)
         if member is None:
             continue
@@ -146,6 +152,8 @@ async def keep_forced(store: Store, name: str, forced: bool) -> None:
     try:
         why = "forced open by operator" if forced else None
         await store.providers.set_forced_open(name, forced, why)
+        if not forced:  # closed by hand: an account-level disable ends too, on every replica
+            await store.providers.set_disabled(name, None, None)
     except StoreError as exc:
         log.warning("provider %s: forced %s now, but not kept across a restart: %s",
                     name, "open" if forced else "closed", exc)

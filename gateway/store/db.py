@@ -11,6 +11,7 @@ from sqlalchemy.exc import DBAPIError
 
 from gateway.store.engine import Backend, Work
 from gateway.store.errors import StoreClosedError, StoreUnavailableError
+from gateway.store.health import StoreHealth, is_outage
 from gateway.store.schema import to_us
 from gateway.store.writer import GroupWriter, reason
 
@@ -21,10 +22,12 @@ Clock = Callable[[], float]
 class Database:
     """Writes go through the group-commit writer; reads straight to the reader pool."""
 
-    def __init__(self, backend: Backend, clock: Clock) -> None:
+    def __init__(self, backend: Backend, clock: Clock, shown: str = "the store") -> None:
         self.backend = backend
         self.clock = clock
-        self._writer = GroupWriter(backend)
+        # up/down for the whole process: while down, reads and writes fail at once
+        self.health = StoreHealth(shown, self.ping)
+        self._writer = GroupWriter(backend, health=self.health)
         self._closed = False
 
     @property
@@ -39,6 +42,7 @@ class Database:
     async def close(self) -> None:
         """Finish queued writes, then close every connection."""
         self._closed = True
+        await self.health.close()
         await self._writer.close()
         await self.backend.dispose()
 
@@ -54,10 +58,20 @@ class Database:
         """Run ``work`` in one read transaction (one consistent snapshot on SQLite)."""
         if self._closed:
             raise StoreClosedError("the store is closed")
+        self.health.check()
         try:
-            return await self.backend.read(work)
+            result = await self.backend.read(work)
         except (DBAPIError, OSError) as exc:
+            if is_outage(exc):
+                self.health.failed(reason(exc))
             raise StoreUnavailableError(f"the store cannot be read: {reason(exc)}") from exc
+        if not self.health.up:  # a trial went through: it is back
+            self.health.succeeded()
+        return result
+
+    async def ping(self) -> None:
+        """One round trip to the database, past the health gate (the probe's own check)."""
+        await self.backend.read(lambda conn: conn.exec_driver_sql("SELECT 1").scalar())
 
 
 def insert(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:

@@ -35,6 +35,17 @@ T = TypeVar("T")
 Work = Callable[[Connection], T]
 BUSY_TIMEOUT_MS = 5000
 READERS = 4
+# PostgreSQL: a connection attempt gives up after CONNECT_TIMEOUT (asyncpg's default is 60 s: a
+# black-holed server would hold every send that long); a statement after STATEMENT_TIMEOUT, on
+# the server (statement_timeout) and, should the server not answer at all, in the driver.
+CONNECT_TIMEOUT = 5.0
+STATEMENT_TIMEOUT = 30.0
+PG_CONNECT_ARGS: dict[str, Any] = {
+    "timeout": CONNECT_TIMEOUT,
+    "command_timeout": STATEMENT_TIMEOUT + 5,
+    "server_settings": {"statement_timeout": str(int(STATEMENT_TIMEOUT * 1000)),
+                        "application_name": "sms-gateway"},
+}
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -58,10 +69,13 @@ class Backend(Protocol):
 def create_backend(target: StoreURL) -> Backend:
     """The backend for ``target``; a SQLite file is checked first (folder, rights, header)."""
     if target.kind == "postgresql":
+        # One writer connection (the group commit's), READERS (+2) readers checked before use
+        # (pool_pre_ping: one dropped by a failover is replaced, not handed out).
         return AsyncBackend(
-            create_async_engine(target.url, pool_size=1, max_overflow=0),
+            create_async_engine(target.url, pool_size=1, max_overflow=0,
+                                connect_args=PG_CONNECT_ARGS),
             create_async_engine(target.url, pool_size=READERS, max_overflow=2,
-                                pool_pre_ping=True))
+                                pool_pre_ping=True, connect_args=PG_CONNECT_ARGS))
     if target.kind == "memory":
         # One in-memory database lives as long as its one connection (StaticPool), used on the
         # event loop itself: no file, so nothing can block, and no thread hop to pay for.

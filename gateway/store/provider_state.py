@@ -11,6 +11,9 @@ from sqlalchemy import Connection, delete, select
 
 from gateway.store.db import Database, insert
 from gateway.store.schema import from_us, provider_state, to_us
+from gateway.store.signals import notify_in
+
+CHANNEL = "provider_state"  # NOTIFYed (PostgreSQL) with the provider's name on every change
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,7 @@ class ProviderStates:
 
         def write(conn: Connection) -> None:
             conn.execute(delete(provider_state).where(provider_state.c.name == name))
+            notify_in(conn, CHANNEL, name)
 
         await self._db.write(write)
 
@@ -64,5 +68,6 @@ class ProviderStates:
             conn.execute(
                 insert(conn, provider_state).values(name=name, **changes)
                 .on_conflict_do_update(index_elements=["name"], set_=changes))
+            notify_in(conn, CHANNEL, name)  # every replica reads it now, not at its next poll
 
         await self._db.write(write)

@@ -181,6 +181,18 @@ Index("ix_limit_refusals_at", limit_refusals.c.at)
 
 # -- replicas (SPEC §11; migration r0006) -----------------------------------------------------
 
+# One row per running gateway process (host:pid:random), rewritten every few seconds: who is
+# alive, and each one's breaker view (breakers count failures per process).
+replicas = Table(
+    "replicas", metadata,
+    Column("id", String(160), primary_key=True),
+    Column("started_at", BigInteger, nullable=False),
+    Column("seen_at", BigInteger, nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("breakers", Text, nullable=False),  # JSON: provider -> {state, forced, reason}
+)
+Index("ix_replicas_seen_at", replicas.c.seen_at)
+
 
 def to_us(seconds: float) -> int:
     """Unix seconds -> the stored whole microseconds."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from gateway.store.errors import (
     StoreError,
     StoreUnavailableError,
 )
+from gateway.store.health import StoreHealth, is_outage
 from gateway.store.idempotency import DEFAULT_TTL, Idempotency
 from gateway.store.interrupted import Settled, settle, settle_interrupted
 from gateway.store.limits import LimitCounts
@@ -24,8 +26,12 @@ from gateway.store.migrate import upgrade_connection
 from gateway.store.provider_state import ProviderStates
 from gateway.store.receipts import ReceiptStore
 from gateway.store.records import RecordStore
+from gateway.store.replicas import ReplicaTable
+from gateway.store.signals import Callback, Signals
 from gateway.store.urls import StoreURL, parse, scrub
 from gateway.store.writer import reason
+
+log = logging.getLogger("gateway.store")
 
 # What SQLite says about a file that is there but is not (or no longer) a database.
 _CORRUPT = ("file is not a database", "database disk image is malformed")
@@ -42,6 +48,8 @@ class Store:
         self.providers = ProviderStates(db)
         self.limits = LimitCounts(db)
         self.receipts = ReceiptStore(db)
+        self.replicas = ReplicaTable(db)
+        self.signals = Signals(target, db)
         # The file as opened: if it is moved or deleted, SQLite goes on writing to the old
         # inode and every later write would vanish with it, so check() compares.
         self._inode = _inode(target.path) if target.path else None
@@ -55,6 +63,19 @@ class Store:
     def write_engine(self) -> Engine:
         """The engine the group-commit writer uses (tests count its commits)."""
         return self._db.write_engine
+
+    @property
+    def health(self) -> StoreHealth:
+        """Up or down (fail fast while down; reconnects by itself)."""
+        return self._db.health
+
+    async def notify(self, channel: str, payload: str = "") -> None:
+        """Wake the listeners of ``channel`` on every replica (in this process on SQLite)."""
+        await self.signals.notify(channel, payload)
+
+    def listen(self, channel: str, callback: Callback) -> None:
+        """Call ``callback(payload)`` on each notification of ``channel`` (a hint: read too)."""
+        self.signals.listen(channel, callback)
 
     async def sweep(self, retention: float) -> tuple[int, int]:
         """One maintenance pass: records older than ``retention`` seconds and expired
@@ -89,25 +110,56 @@ class Store:
 
     async def close(self) -> None:
         """Write what is queued, then close every connection."""
+        await self.signals.close()
         await self._db.close()
 
 
 async def open_store(url: str, *, base: Path | None = None, clock: Clock = time.time,
-                     idempotency_ttl: float = DEFAULT_TTL) -> Store:
+                     idempotency_ttl: float = DEFAULT_TTL, wait: bool = False) -> Store:
     """Open (and migrate) the store at ``url``; relative SQLite paths resolve against ``base``.
 
-    StoreConfigError (exit 2 at start) for an unusable URL, file or schema;
-    StoreUnavailableError when the database cannot be reached.
+    StoreConfigError (exit 2 at start) for an unusable URL, file or schema (a wrong password or
+    a missing database too); StoreUnavailableError when the database cannot be reached, unless
+    ``wait`` and it is PostgreSQL: then the store is returned *down* (every operation fails fast
+    with StoreUnavailableError) and it migrates and opens by itself once the server answers.
     """
     target = parse(url, base)
-    db = Database(create_backend(target), clock)
+    db = Database(create_backend(target), clock, target.shown)
     try:
         await _migrate(target, db.backend)
+    except StoreUnavailableError as exc:
+        if not (wait and target.kind == "postgresql"):
+            await db.backend.dispose()
+            raise
+        _open_later(target, db, str(exc))
     except BaseException:
         await db.backend.dispose()
         raise
-    db.start()
+    else:
+        db.start()
     return Store(target, db, idempotency_ttl)
+
+
+def _open_later(target: StoreURL, db: Database, why: str) -> None:
+    """The server did not answer at start: serve 503s, probe with backoff, then migrate and
+    start the writer (the probe's success brings the store up)."""
+    told: list[str] = []
+
+    async def opening() -> None:
+        try:
+            await _migrate(target, db.backend)
+        except StoreConfigError as exc:  # the server answers, but cannot be used: say so once
+            if str(exc) not in told:
+                told.append(str(exc))
+                log.error("store reachable but not usable (still retrying): %s", exc)
+            raise
+        db.health.probe = db.ping
+        db.start()
+        db.health.trials = True
+
+    db.health.probe = opening
+    db.health.trials = False  # a read that went through must not bring up an unmigrated store
+    db.health.failed(why.removeprefix(f"cannot use the PostgreSQL store at {target.shown}: "))
 
 
 async def upgrade(url: str, *, base: Path | None = None) -> str:
@@ -141,7 +193,10 @@ def _explain(target: StoreURL, exc: BaseException) -> StoreError:
     """A start-up failure in words that name the file or the (password-free) URL."""
     why = reason(exc)
     if target.kind == "postgresql":
-        return StoreUnavailableError(
+        # unreachable (refused, timed out, failing over): maybe soon; a wrong password, user or
+        # database name: not until the config changes
+        error = StoreUnavailableError if is_outage(exc) else StoreConfigError
+        return error(
             f"cannot use the PostgreSQL store at {target.shown}: "
             f"{scrub(why, target.url.render_as_string(hide_password=False))}")
     where = target.path or "memory"

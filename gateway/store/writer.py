@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from gateway.store.engine import Backend, Work
 from gateway.store.errors import StoreClosedError, StoreUnavailableError
+from gateway.store.health import StoreHealth, is_outage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,8 +44,10 @@ class _WorkFailed(Exception):
 class GroupWriter:
     """Runs writes through ``backend`` in batches: one transaction, one commit, per batch."""
 
-    def __init__(self, backend: Backend, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, backend: Backend, max_batch: int = MAX_BATCH,
+                 health: StoreHealth | None = None) -> None:
         self._backend = backend
+        self._health = health
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -56,8 +59,12 @@ class GroupWriter:
 
     async def write(self, work: Work[T]) -> T:
         """Queue ``work`` and wait until its batch is committed; its result or its error."""
-        if self._closed or self._task is None:
+        if self._closed:
             raise StoreClosedError("the store is closed")
+        if self._health is not None:
+            self._health.check()  # down: fail now, not after a connect timeout per batch
+        if self._task is None:
+            raise StoreClosedError("the store is not open")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Job(work, future))
         # No shield: a cancelled caller cancels only its future; the job stays queued and runs
@@ -92,6 +99,8 @@ class GroupWriter:
                 await self._backend.write(_unprotected(batch))
             except _WorkFailed as failed:
                 assert isinstance(failed.__cause__, Exception)
+                if is_outage(failed.__cause__):  # the connection, not the write: all fail
+                    raise failed.__cause__ from None
                 if len(batch) == 1:  # alone, and rolled back: its error is simply its own
                     batch[0].error = _own_error(failed.__cause__)
                 else:
@@ -101,7 +110,9 @@ class GroupWriter:
         except Exception as exc:
             # The commit or the connection failed (or something unforeseen): nothing of this
             # batch is durable; its callers hear so, and the writer goes on with the next batch.
-            if isinstance(exc, DBAPIError | OSError):
+            if self._health is not None and is_outage(exc):
+                self._health.failed(reason(exc))  # logged once, not once per batch
+            elif isinstance(exc, DBAPIError | OSError):
                 log.warning("store write failed: %s", reason(exc))
             else:
                 log.exception("store write failed unexpectedly")
@@ -113,6 +124,8 @@ class GroupWriter:
             for job in batch:
                 _settle(job.future, None, StoreClosedError(f"the store stopped: {exc!r}"))
             raise
+        if self._health is not None and not self._health.up:  # a trial went through
+            self._health.succeeded()
         for job in batch:
             _settle(job.future, job.result, job.error)
 
