@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -66,4 +66,13 @@ class Metrics:
             "sms_pool_timeouts", "Sends that gave up queueing for a pooled connection "
             "(server.pool_wait): nothing was sent", ["provider"], registry=self.registry,
         )
+        self.outbox_depth = Gauge(
+            "sms_outbox_depth", "Async messages queued or being sent (the outbox, all processes)",
+            registry=self.registry)
+        self.outbox_oldest = Gauge(
+            "sms_outbox_oldest_seconds", "Age of the oldest async message not yet sent",
+            registry=self.registry)
+        self.outbox_sends = Counter(
+            "sms_outbox_sends", "Outbox sends by result: a final status, or retry (queued again)",
+            ["result"], registry=self.registry)
         self.registry.register(_BreakerCollector(read_breakers))

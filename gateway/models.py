@@ -18,7 +18,7 @@ from gateway.config import TemplateConfig
 from gateway.phones import NUMBER_PATTERN
 
 # The order of the fields is the order the 400s are reported in (first wrong field wins).
-FIELDS = ("to", "receivers", "template", "params")
+FIELDS = ("to", "receivers", "template", "params", "mode", "ttl")
 ParamValue = str | int | float  # bool is not a number here (strict mode refuses it)
 
 
@@ -36,6 +36,13 @@ class SendBody(BaseModel):
     # 422 "unknown template" like any other name
     template: str = Field(json_schema_extra={"minLength": 1})
     params: dict[str, ParamValue] | None = None
+    # Any here: a wrong mode or ttl is the caller's 422 naming the field (validate.async_options)
+    mode: Any = Field(None, description="async: answered 202 queued and sent by the outbox; "
+                      "default: the template's mode, else sync",
+                      json_schema_extra={"enum": ["sync", "async"]})
+    ttl: Any = Field(None, description="async: how long it may wait to be sent (10m, 2h, or "
+                     "seconds; at most 72h); default: the template's, else 1h",
+                     json_schema_extra={"type": ["string", "number"]})
 
     @field_validator("to", "receivers", mode="before")
     @classmethod

@@ -45,6 +45,9 @@ def view(record: MessageRecord, *, numbers: bool = False) -> dict[str, Any]:
         "provider_message_id": record.provider_message_id, "error": record.error,
         "attempts": attempts, "refused": refused,
         **({"params": record.params} if record.params is not None else {}),
+        # async (SPEC §8): when it expires, and when the outbox tries it next while queued
+        **({"expires_at": record.expires_at, "next_attempt_at": record.next_attempt_at}
+           if record.mode == "async" else {}),
     }
 
 

@@ -25,6 +25,7 @@ from gateway import storage as storage_
 from gateway.config import Config
 from gateway.metrics import Metrics
 from gateway.observe import Observer
+from gateway.outbox import Outbox
 from gateway.phones import mask
 from gateway.problems import Problem, problem_body
 from gateway.recorder import Recorder
@@ -87,6 +88,9 @@ class Gateway:
         self.started_at = time.time()
         # Told when a message's sending is over or a receipt moves it (SPEC §8 callbacks).
         self.listeners: list[Listener] = []
+        # Async sends (SPEC §8): queued by dispatch, sent by the outbox's workers.
+        self.outbox = Outbox(self.router, self.observer, wall_clock=wall_clock)
+        self._stop_by: float | None = None  # loop time by which the outbox must have stopped
 
     @property
     def runtime(self) -> Runtime:
@@ -129,9 +133,12 @@ class Gateway:
                 self._runtime = Runtime(self.initial_config, session, clock=self.clock,
                                         on_transition=self.observer.on_transition)
                 await storage_.restore_forced(self._store, self._runtime)
+                self.outbox.start(self._store, lambda: self.runtime.snapshot, storage,
+                                  self.announce)
                 try:
                     yield
                 finally:
+                    await self.outbox.stop(self._outbox_time_left())
                     if self._cutoff is not None:
                         self._cutoff.cancel()
                     self._runtime = None
@@ -153,6 +160,14 @@ class Gateway:
         loop = asyncio.get_running_loop()
         self._cutoff = loop.call_later(max(0.0, timeout - min(0.5, timeout / 2)),
                                        self.router.stop)
+        self.outbox.stop_claiming()
+        self._stop_by = loop.time() + timeout
+
+    def _outbox_time_left(self) -> float:
+        """What is left of ``shutdown_timeout`` for the outbox's in-flight sends."""
+        if self._stop_by is None:  # stopped without a shutdown (tests): no waiting
+            return 0.0
+        return self._stop_by - asyncio.get_running_loop().time()
 
     # -- auth --------------------------------------------------------------------------------
 
@@ -220,6 +235,8 @@ class Gateway:
         available_now(self.store)
         message = Message(uuid.uuid4().hex, tuple(n.e164 for n in send.numbers),
                           send.template.name, send.params)
+        if send.mode == "async":
+            return await self.queue(message, send, caller_id, key)
         recorder = Recorder(self.store.records, NewMessage(
             message.id, caller_id, message.template, message.to, dict(send.params),
             idempotency_key=key), keep_params=snapshot.config.storage.keep_params)
@@ -241,6 +258,19 @@ class Gateway:
                         outcome.provider, len(refused), len(message.to),
                         ", ".join(f"{mask(n)} {code}" for _, n, code in refused))
         return _reply(message, outcome, attempts, refused)
+
+    async def queue(self, message: Message, send: SendRequest, caller_id: str,
+                    key: str | None) -> Reply:
+        """An async send: written as queued for the outbox, answered 202 once durable."""
+        expires_at = self.wall_clock() + send.ttl
+        await available(self.outbox.enqueue(NewMessage(
+            message.id, caller_id, message.template, message.to, dict(send.params),
+            mode="async", expires_at=expires_at, idempotency_key=key,
+            callback_url=getattr(send, "callback_url", None))))  # the callbacks' field
+        log.info("send %s %s: queued (async)", message.id, message.template)
+        return Reply(202, {"id": message.id, "status": "queued", "mode": "async",
+                           "to": list(message.to), "expires_at": expires_at,
+                           "message": "queued"})
 
     async def announce(self, message_id: str, callback_url: str | None) -> None:
         """A message's sending is over, or a receipt moved it: tell the listeners (the status

@@ -77,7 +77,14 @@ def status_document(gateway: Gateway) -> dict[str, Any]:
             "templates": sorted(config.templates),
         },
         "providers": [provider_status(gateway, m) for m in runtime.snapshot.members],
+        "outbox": outbox_status(gateway),
     }
+
+
+def outbox_status(gateway: Gateway) -> dict[str, Any]:
+    """The outbox (SPEC §8): depth, oldest age, sending rate, and how many wait because
+    every provider is open; the breaker states say which ones."""
+    return gateway.outbox.status()
 
 
 async def recent_sends(gateway: Gateway, count: int = 15,

@@ -139,6 +139,11 @@ Index("ix_unmatched_receipts_received", unmatched_receipts.c.received_at)
 
 # -- outbox (SPEC §8; migration r0002) ------------------------------------------------------
 
+# How often the outbox put a message back after a failure (its backoff's exponent), and why a
+# queued message waits: "backoff" or "providers_open" (every provider's breaker is open).
+messages.append_column(Column("retries", Integer, nullable=False, server_default=text("0")))
+messages.append_column(Column("waiting", String(16)))
+
 # -- status callbacks (SPEC §8; migration r0003) ----------------------------------------------
 
 # -- delivery receipts (SPEC §9; migration r0004) ---------------------------------------------

@@ -18,6 +18,7 @@ from gateway.store.errors import (
 )
 from gateway.store.idempotency import DEFAULT_TTL, Idempotency
 from gateway.store.migrate import upgrade_connection
+from gateway.store.outbox import OutboxStore
 from gateway.store.provider_state import ProviderStates
 from gateway.store.records import RecordStore
 from gateway.store.urls import StoreURL, parse, scrub
@@ -36,6 +37,7 @@ class Store:
         self.records = RecordStore(db)
         self.idempotency = Idempotency(db, idempotency_ttl)
         self.providers = ProviderStates(db)
+        self.outbox = OutboxStore(db)
         # The file as opened: if it is moved or deleted, SQLite goes on writing to the old
         # inode and every later write would vanish with it, so check() compares.
         self._inode = _inode(target.path) if target.path else None

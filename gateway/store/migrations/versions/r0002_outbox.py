@@ -1,11 +1,18 @@
 """The outbox (SPEC §8): what async sending adds.
 
+r0001 already has the outbox's columns (attempts, next_attempt_at, lease_until, lease_owner,
+expires_at, callback_url) and its partial index; this adds how often a message was put back
+(its backoff's exponent) and why it is waiting (``backoff`` or ``providers_open``).
+
 Revision ID: r0002
 Revises: r0001
 Create Date: 2026-12-03
 """
 
 from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
 
 revision = "r0002"
 down_revision = "r0001"
@@ -14,8 +21,14 @@ depends_on = None
 
 
 def upgrade() -> None:
-    """Nothing yet: the outbox work fills this in (placeholder keeps the chain fixed)."""
+    """Add messages.retries and messages.waiting."""
+    op.add_column("messages", sa.Column("retries", sa.Integer, nullable=False,
+                                        server_default=sa.text("0")))
+    op.add_column("messages", sa.Column("waiting", sa.String(16)))
 
 
 def downgrade() -> None:
-    """Nothing to undo yet."""
+    """Drop them again."""
+    with op.batch_alter_table("messages") as batch:
+        batch.drop_column("waiting")
+        batch.drop_column("retries")
