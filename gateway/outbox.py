@@ -165,6 +165,8 @@ class Outbox:
                 free = self._storage.workers - len(self._inflight)
                 if free > 0:
                     claimed = await store.outbox.claim(self.owner, self._storage.lease, free)
+                    if not self._claiming:  # stopped meanwhile: stop() releases them
+                        return
                     for message in claimed:
                         self._spawn(message)
                     if len(claimed) < free:  # nothing more is due: sleep until something is

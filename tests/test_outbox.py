@@ -4,9 +4,10 @@ backoff, held while every provider is open, expired, rejected, unknown, idempote
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
-from gateway.store import FINAL
+from gateway.store import FINAL, open_store
 from tests.conftest import NUMBER, FakeClock, Harness, MakeGateway, build_config
 
 
@@ -203,3 +204,38 @@ async def test_an_idempotency_key_replays_the_202(gw: Harness) -> None:
     other = await gw.client.post("/sms", json={**body, "ttl": "5m"},
                                  headers={"Idempotency-Key": "k1"})
     assert other.status == 409
+
+
+async def test_sigterm_finishes_in_flight_sends_and_releases_the_rest(
+        make_gateway: MakeGateway, tmp_path: Path) -> None:
+    store = tmp_path / "outbox.db"
+    text = build_config(server={"shutdown_timeout": "3s"},
+                        storage={"url": f"sqlite:///{store}", "workers": 2})
+    h = await make_gateway(text)
+    await h.mode("aliyun", "latency", 400)  # under the 500 ms timeout
+    ids = [(await queue(h))["id"] for _ in range(6)]
+    requests = h.emulators["aliyun"].state.counters
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while requests["requests"] < 2:
+        assert loop.time() < deadline
+        await asyncio.sleep(0.01)
+    started = loop.time()
+    await h.client.close()  # the app's shutdown, as on SIGTERM
+    assert loop.time() - started < 3
+    assert requests["requests"] == 2  # nothing new was claimed
+    left = await open_store(f"sqlite:///{store}")  # the store as the process left it
+    try:
+        records = [await left.records.get(i) for i in ids]
+        leases = await left.database.read(lambda conn: conn.exec_driver_sql(
+            "SELECT count(*) FROM messages WHERE lease_owner IS NOT NULL").scalar())
+    finally:
+        await left.close()
+    assert [r.status for r in records if r].count("sent") == 2
+    waiting = [r for r in records if r and r.status == "queued"]
+    assert len(waiting) == 4 and all(r.next_attempt_at is not None for r in waiting)
+    assert leases == 0
+    third = await make_gateway(text)  # a new start sends the rest, each once
+    for message_id in ids:
+        assert (await settled(third, message_id))["status"] == "sent"
+        assert third.accepted("aliyun", message_id) == 1

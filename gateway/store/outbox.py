@@ -73,12 +73,9 @@ class OutboxStore:
 
         def write(conn: Connection) -> list[Claimed]:
             now = self._db.now_us()
-            due = _skip_locked(conn, select(messages.c.id).where(
-                _OUTBOX, messages.c.next_attempt_at <= now)
-                .order_by(messages.c.next_attempt_at).limit(limit))
             until = now + to_us(lease)
             rows = conn.execute(
-                update(messages).where(messages.c.id.in_(due.scalar_subquery()))
+                update(messages).where(messages.c.id.in_(_due(conn, now, limit)))
                 .values(status="sending", lease_until=until, lease_owner=owner,
                         next_attempt_at=until, updated_at=now, waiting=None)
                 .returning(*_CLAIMED)).all()
@@ -151,11 +148,7 @@ class OutboxStore:
 
         def write(conn: Connection) -> list[tuple[str, str | None]]:
             now = self._db.now_us()
-            unfinished = exists().where(attempts.c.message_id == messages.c.id,
-                                        attempts.c.finished_at.is_(None))
-            due = _skip_locked(conn, select(messages.c.id).where(
-                _OUTBOX, messages.c.next_attempt_at <= now, messages.c.expires_at <= now,
-                ~unfinished).limit(limit))
+            due = _due(conn, now, limit, expired=True)
             values: dict[str, Any] = {
                 "status": "expired", "final_at": now, "updated_at": now, "lease_until": None,
                 "lease_owner": None, "next_attempt_at": None, "waiting": None,
@@ -163,7 +156,7 @@ class OutboxStore:
             if not keep_params:
                 values["params"] = None
             rows = conn.execute(
-                update(messages).where(messages.c.id.in_(due.scalar_subquery()))
+                update(messages).where(messages.c.id.in_(due))
                 .values(**values).returning(messages.c.id, messages.c.callback_url))
             return [(row.id, row.callback_url) for row in rows]
 
@@ -185,6 +178,8 @@ class OutboxStore:
         """When the next queued message is due (Unix seconds), or None: nothing queued."""
 
         def read(conn: Connection) -> float | None:
+            if conn.dialect.name == "sqlite":
+                return from_us(conn.scalar(_NEXT_DUE_SQLITE))
             return from_us(conn.execute(
                 select(func.min(messages.c.next_attempt_at)).where(_QUEUED)).scalar())
 
@@ -200,11 +195,33 @@ def end_attempt(conn: Connection, now: int, message_id: str, end: AttemptEnd) ->
         provider_message_id=end.provider_message_id))
 
 
-def _skip_locked(conn: Connection, query: Select[Any]) -> Select[Any]:
-    """PostgreSQL: skip rows another replica's claim holds (SQLite has one writer)."""
-    if conn.dialect.name == "postgresql":
-        return query.with_for_update(skip_locked=True)
-    return query
+# SQLite, without statistics, would rather scan ix_messages_status_created and sort: INDEXED BY
+# keeps it on the outbox's partial index, which is already in next_attempt_at order.
+_DUE_SQLITE = (
+    "SELECT id FROM messages INDEXED BY ix_messages_outbox "
+    "WHERE status IN ('queued', 'sending') AND next_attempt_at <= :b_now{expired} "
+    "ORDER BY next_attempt_at LIMIT :b_limit")
+_EXPIRED_SQLITE = (
+    " AND expires_at <= :b_now AND NOT EXISTS (SELECT 1 FROM attempts WHERE "
+    "attempts.message_id = messages.id AND attempts.finished_at IS NULL)")
+_NEXT_DUE_SQLITE = text(
+    "SELECT min(next_attempt_at) FROM messages INDEXED BY ix_messages_outbox "
+    "WHERE status IN ('queued', 'sending') AND next_attempt_at IS NOT NULL")
+
+
+def _due(conn: Connection, now: int, limit: int, *, expired: bool = False) -> Any:
+    """The ids of up to ``limit`` due messages (only those past their ttl and with no
+    unfinished attempt when ``expired``), oldest due first. PostgreSQL skips rows another
+    replica's claim holds (SKIP LOCKED); SQLite has one writer."""
+    if conn.dialect.name == "sqlite":
+        sql = _DUE_SQLITE.format(expired=_EXPIRED_SQLITE if expired else "")
+        return text(sql).bindparams(b_now=now, b_limit=limit).columns(messages.c.id)
+    query: Select[Any] = select(messages.c.id).where(_OUTBOX, messages.c.next_attempt_at <= now)
+    if expired:
+        query = query.where(messages.c.expires_at <= now, ~exists().where(
+            attempts.c.message_id == messages.c.id, attempts.c.finished_at.is_(None)))
+    return (query.order_by(messages.c.next_attempt_at).limit(limit)
+            .with_for_update(skip_locked=True).scalar_subquery())
 
 
 def _claimed(row: Any, unfinished: int | None) -> Claimed:
