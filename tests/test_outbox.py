@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from gateway.store import FINAL, open_store
+from gateway.store import FINAL, NewMessage, open_store
 from tests.conftest import NUMBER, FakeClock, Harness, MakeGateway, build_config
 
 
@@ -239,3 +239,60 @@ async def test_sigterm_finishes_in_flight_sends_and_releases_the_rest(
     for message_id in ids:
         assert (await settled(third, message_id))["status"] == "sent"
         assert third.accepted("aliyun", message_id) == 1
+
+
+async def crashed(h: Harness, message_id: str, template: str, wall: FakeClock) -> None:
+    """A message a dead process claimed and started an attempt of: its lease runs out."""
+    params = {"code": "1"} if template == "verify_code" else {"name": "Li", "time": "9:00"}
+    store = h.gateway.store
+    await store.records.create(NewMessage(message_id, "app", template, [NUMBER], params,
+                                          mode="async", expires_at=wall.now + 3600))
+    await h.gateway.outbox.stop(0)  # this test plays the dead process itself
+    assert [c.id for c in await store.outbox.claim("dead", 30, 1)] == [message_id]
+    await store.records.attempt_started(message_id, "aliyun")
+    wall.advance(31)
+
+
+async def test_after_a_crash_mid_attempt_it_becomes_unknown_not_resent(
+        make_gateway: MakeGateway) -> None:
+    wall = FakeClock(1_800_000_000.0)
+    h = await make_gateway(wall_clock=wall)
+    await crashed(h, "m-crashed", "notice", wall)
+    [claimed] = await h.gateway.store.outbox.claim("alive", 30, 1)
+    assert claimed.unfinished == 1
+    h.gateway.outbox.start(h.gateway.store, lambda: h.gateway.runtime.snapshot,
+                           h.gateway.runtime.config.storage, h.gateway.announce)
+    wall.advance(31)
+    done = await settled(h, "m-crashed")
+    assert done["status"] == "unknown"
+    assert [a["outcome"] for a in done["attempts"]] == ["unknown"]
+    assert h.emulators["aliyun"].state.counters["requests"] == 0
+
+
+async def test_after_a_crash_mid_attempt_failover_templates_are_sent_again(
+        make_gateway: MakeGateway) -> None:
+    wall = FakeClock(1_800_000_000.0)
+    h = await make_gateway(wall_clock=wall)
+    await crashed(h, "m-otp", "verify_code", wall)  # on_unknown: failover
+    h.gateway.outbox.start(h.gateway.store, lambda: h.gateway.runtime.snapshot,
+                           h.gateway.runtime.config.storage, h.gateway.announce)
+    done = await settled(h, "m-otp")
+    assert done["status"] == "sent"
+    assert [a["outcome"] for a in done["attempts"]] == ["unknown", "accepted"]
+    assert h.accepted("aliyun", "m-otp") == 1
+
+
+async def test_the_dashboard_shows_the_outbox(make_gateway: MakeGateway) -> None:
+    wall = FakeClock(1_800_000_000.0)
+    h = await make_gateway(wall_clock=wall)
+    await h.gateway.outbox.stop(0)  # nothing drains: the message stays queued
+    await queue(h)
+    wall.advance(75)
+    await h.gateway.outbox.tend()
+    page = await (await h.client.get("/")).text()
+    tile = page[page.index('data-testid="outbox"'):]
+    assert "1 <small>queued</small>" in tile and "oldest 1m 15s" in tile
+    status = await (await h.client.get("/status")).json()
+    assert status["outbox"]["depth"] == 1 and status["outbox"]["oldest_seconds"] == 75.0
+    metrics = await (await h.client.get("/metrics")).text()
+    assert "sms_outbox_oldest_seconds 75.0" in metrics
