@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import cases
+from bench import case_outbox, cases
 from bench.loadgen import wrk_path
 from bench.procs import Children
 from bench.report import machine, table, write
@@ -43,8 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.generator == "wrk" and not wrk_path():
         parser.error("wrk is not installed (make wrk), use --generator builtin")
     args.cases = {c.strip() for c in args.cases.split(",") if c.strip()}
-    if args.cases - set("12345"):
-        parser.error("--cases takes numbers from 1 to 5")
+    if args.cases - set("123457"):
+        parser.error("--cases takes numbers from 1 to 5, and 7")
     return args
 
 
@@ -66,13 +66,16 @@ async def _measure(args: argparse.Namespace, workdir: Path, children: Children) 
     await stack.start_emulators()
     want = args.cases
     gw = stack.start_gateway("gateway") if want & set("123") else None
-    bare = stack.start_bare("bare") if want & set("12") else None
+    bare = stack.start_bare("bare") if want & set("127") else None
     no_breaker = (stack.start_gateway("gateway-no-breaker", aliyun_breaker=BREAKER_OFF)
                   if "3" in want else None)
     hang = stack.start_gateway("gateway-hang", aliyun_timeout="1s") if "4" in want else None
     gw5 = stack.start_gateway("gateway-1000") if "5" in want else None
     bare5 = stack.start_bare("bare-1000") if "5" in want else None
-    await stack.ready(*filter(None, (gw, bare, no_breaker, hang, gw5, bare5)))
+    intake7, drain7 = (case_outbox.start_async_gateway(stack, "gateway-async", 0),
+                       case_outbox.start_async_gateway(stack, "gateway-drain", 50)) \
+        if "7" in want else (None, None)
+    await stack.ready(*filter(None, (gw, bare, no_breaker, hang, gw5, bare5, intake7, drain7)))
     b = cases.Bench(stack, workdir, args.duration, use_wrk, max(1, args.rounds))
     if gw and bare and "1" in want:
         await cases.case1(b, gw, bare)
@@ -84,6 +87,8 @@ async def _measure(args: argparse.Namespace, workdir: Path, children: Children) 
         await cases.case4(b, hang)
     if gw5 and bare5:
         await cases.case5(b, gw5, bare5)
+    if intake7 and drain7 and bare:
+        await case_outbox.case7(b, intake7, drain7, bare)
     elapsed = time.monotonic() - started
     settings = {"duration_s": args.duration, "rounds": args.rounds,
                 "generator": "wrk" if use_wrk else "builtin", "cases": sorted(want)}

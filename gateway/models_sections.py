@@ -253,7 +253,8 @@ class Storage(Section):
     retention: Positive = Field(30 * 86400.0, description="records older than this are deleted")
     idempotency_ttl: Positive = Field(24 * 3600.0, description="how long a key is remembered")
     keep_params: Flag = Field(False, description="keep params once sending is over")
-    workers: Count1 = Field(32, description="concurrent outbox (async) sends per process")
+    workers: Count0 = Field(32, description=(
+        "concurrent outbox (async) sends per process; 0: this process only queues them"))
     lease: Positive = Field(30.0, description="an outbox claim's lease, renewed while sending")
 
 

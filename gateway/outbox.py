@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -75,6 +76,9 @@ class Outbox:
         self._storage = StorageConfig()
         self._wake = asyncio.Event()
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        # Claimed ahead, so a freed slot starts its next send without waiting for a claim;
+        # held under this process's lease like the in-flight ones (released at shutdown).
+        self._ready: collections.deque[Claimed] = collections.deque()
         self._tasks: list[asyncio.Task[None]] = []
         self._claiming = False
         self._sent: collections.deque[float] = collections.deque()
@@ -87,10 +91,12 @@ class Outbox:
         """Start claiming (the app's running context calls this once the runtime exists)."""
         self._store, self._snapshot, self._storage = store, snapshot, storage
         self._announce = announce
+        self._tasks = [asyncio.create_task(self._tend_loop(), name="outbox-tend")]
+        if storage.workers == 0:  # an intake-only process: others send what it queues
+            return
         self._claiming = True
-        self._tasks = [asyncio.create_task(self._claim_loop(), name="outbox-claims"),
-                       asyncio.create_task(self._tend_loop(), name="outbox-tend"),
-                       asyncio.create_task(self._renew_loop(), name="outbox-leases")]
+        self._tasks += [asyncio.create_task(self._claim_loop(), name="outbox-claims"),
+                        asyncio.create_task(self._renew_loop(), name="outbox-leases")]
 
     def stop_claiming(self) -> None:
         """SIGTERM: take nothing new; what is in flight goes on (see :meth:`stop`)."""
@@ -101,6 +107,7 @@ class Outbox:
         """Let in-flight sends finish for up to ``timeout`` seconds, cancel the rest, and give
         back every lease this process still holds, so another worker takes them at once."""
         self.stop_claiming()
+        self._ready.clear()  # never started: release() below gives them back
         if self._inflight:
             await asyncio.wait(list(self._inflight.values()), timeout=max(0.0, timeout))
         for task in [*self._inflight.values(), *self._tasks]:
@@ -146,6 +153,7 @@ class Outbox:
             "oldest_seconds": _age(numbers, now),
             "waiting_for_providers": numbers.waiting_open,
             "in_flight": len(self._inflight),
+            "claimed_ahead": len(self._ready),
             "workers": self._storage.workers,
             "sending_per_second": round(len(self._sent) / RATE_WINDOW, 2),
         }
@@ -162,13 +170,14 @@ class Outbox:
             self._wake.clear()  # a wake-up from here on is not lost
             wait = POLL
             try:
-                free = self._storage.workers - len(self._inflight)
+                workers = self._storage.workers
+                free = workers + _ahead(workers) - len(self._inflight) - len(self._ready)
                 if free > 0:
                     claimed = await store.outbox.claim(self.owner, self._storage.lease, free)
                     if not self._claiming:  # stopped meanwhile: stop() releases them
                         return
-                    for message in claimed:
-                        self._spawn(message)
+                    self._ready.extend(claimed)
+                    self._start_ready()
                     if len(claimed) < free:  # nothing more is due: sleep until something is
                         due = await store.outbox.next_due()
                         if due is not None:
@@ -208,19 +217,23 @@ class Outbox:
         while True:
             await asyncio.sleep(self._storage.lease / 3)
             try:
-                await store.outbox.renew(self.owner, list(self._inflight), self._storage.lease)
+                held = [*self._inflight, *(c.id for c in self._ready)]
+                await store.outbox.renew(self.owner, held, self._storage.lease)
             except StoreError as exc:
                 log.warning("outbox: leases not renewed: %s", exc)
 
-    def _spawn(self, message: Claimed) -> None:
-        task = asyncio.create_task(self._deliver(message), name=f"outbox-{message.id}")
-        self._inflight[message.id] = task
+    def _start_ready(self) -> None:
+        """Fill the free slots from what was claimed ahead."""
+        while self._ready and self._claiming and len(self._inflight) < self._storage.workers:
+            message = self._ready.popleft()
+            task = asyncio.create_task(self._deliver(message), name=f"outbox-{message.id}")
+            self._inflight[message.id] = task
+            task.add_done_callback(functools.partial(self._done_sending, message.id))
 
-        def done(_: asyncio.Task[None]) -> None:
-            self._inflight.pop(message.id, None)
-            self.wake()  # a slot is free
-
-        task.add_done_callback(done)
+    def _done_sending(self, message_id: str, _: asyncio.Task[None]) -> None:
+        self._inflight.pop(message_id, None)
+        self._start_ready()
+        self.wake()  # claim more ahead
 
     # -- one message -------------------------------------------------------------------------
 
@@ -320,6 +333,11 @@ class Outbox:
         if self._snapshot is None:
             raise RuntimeError("the outbox is not started")
         return self._snapshot
+
+
+def _ahead(workers: int) -> int:
+    """How many messages to hold claimed beyond the busy workers."""
+    return max(1, workers // 2)
 
 
 def _age(numbers: OutboxNumbers, now: float) -> float:
