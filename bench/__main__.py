@@ -65,7 +65,7 @@ async def _measure(args: argparse.Namespace, workdir: Path, children: Children) 
     stack = Stack(children)
     await stack.start_emulators()
     want = args.cases
-    gw = stack.start_gateway("gateway") if want & set("123") else None
+    gw = stack.start_gateway("gateway") if want & set("1237") else None
     bare = stack.start_bare("bare") if want & set("127") else None
     no_breaker = (stack.start_gateway("gateway-no-breaker", aliyun_breaker=BREAKER_OFF)
                   if "3" in want else None)
@@ -87,8 +87,8 @@ async def _measure(args: argparse.Namespace, workdir: Path, children: Children) 
         await cases.case4(b, hang)
     if gw5 and bare5:
         await cases.case5(b, gw5, bare5)
-    if intake7 and drain7 and bare:
-        await case_outbox.case7(b, intake7, drain7, bare)
+    if intake7 and drain7 and bare and gw:
+        await case_outbox.case7(b, intake7, drain7, bare, gw)
     elapsed = time.monotonic() - started
     settings = {"duration_s": args.duration, "rounds": args.rounds,
                 "generator": "wrk" if use_wrk else "builtin", "cases": sorted(want)}

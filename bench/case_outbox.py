@@ -77,8 +77,9 @@ async def queue_many(gateway: Child, count: int, conns: int = CONNS) -> float:
     return time.perf_counter() - started
 
 
-async def case7(b: Bench, intake: Child, drain: Child, bare: Child) -> None:
-    """Intake against the bare proxy, then drain against C/L."""
+async def case7(b: Bench, intake: Child, drain: Child, bare: Child, sync: Child) -> None:
+    """Intake against the bare proxy, then drain against C/L (and a sync gateway's rate at
+    the same latency, as a same-run reference on a busy machine)."""
     await b.stack.fresh()
     await b.warm(bare, intake)
     floor = await b.load("7 bare proxy, 0 ms, 50 conns (sync)", bare, CONNS)
@@ -94,13 +95,17 @@ async def case7(b: Bench, intake: Child, drain: Child, bare: Child) -> None:
                f"bare proxy {floor.cpu_us_per_request or 0:.0f} us",
                ratio(gw.cpu_us_per_request or 0, floor.cpu_us_per_request or 0)),
     )
-    await drained(b, drain)
+    await drained(b, drain, sync)
 
 
-async def drained(b: Bench, drain: Child) -> None:
+async def drained(b: Bench, drain: Child, sync: Child) -> None:
     """7b: queue a backlog while the provider answers in 100 ms, then time its drain."""
     await b.stack.emulator("aliyun", "ok", round(DRAIN_LATENCY_S * 1000))
     ideal = DRAIN_WORKERS / DRAIN_LATENCY_S
+    name = "7 sync gateway, 100 ms, 50 conns (reference)"
+    reference = await b.load(name, sync, DRAIN_WORKERS)
+    b.add(Figure("7", "reference: sync sends, 100 ms, 50 conns", f"{reference.rps:.0f} rps",
+                 f"C/L = {ideal:.0f}/s", ratio(reference.rps, ideal), counts=b.counts(name)))
     count = max(2000, round(ideal * b.duration * 2))
     before = await sent_so_far(drain)
     queued_in = await queue_many(drain, count)

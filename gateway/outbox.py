@@ -268,7 +268,9 @@ class Outbox:
             claimed.id, claimed.caller, claimed.template, claimed.numbers, claimed.params,
             mode="async"), keep_params=snapshot.config.storage.keep_params, created=True)
         message = Message(claimed.id, claimed.numbers, claimed.template, claimed.params)
-        countries = frozenset(_region(n) for n in claimed.numbers)
+        # Only routes read countries: parsing numbers again is skipped when none names any.
+        countries = frozenset(_region(n) for n in claimed.numbers) \
+            if any(r.countries for r in snapshot.config.routes) else frozenset()
         outcome = await self._router.send(snapshot, message, template, countries, recorder)
         if outcome.state in _RETRY:
             await self._put_back(claimed, snapshot, template, countries, outcome, recorder)
