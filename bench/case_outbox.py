@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from bench.loadgen import body
+from bench.procs import cpu_seconds, free_port
 from bench.report import Figure, ratio
 from bench.stack import Stack, _gateway_argv, bench_config
-from bench.procs import cpu_seconds, free_port
 
 if TYPE_CHECKING:
     from bench.cases import Bench

@@ -7,8 +7,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from conftest import NUMBER, FakeClock, Harness, MakeGateway, build_config
 from gateway.store import FINAL, NewMessage, open_store
-from tests.conftest import NUMBER, FakeClock, Harness, MakeGateway, build_config
 
 
 async def queue(h: Harness, template: str = "notice", **extra: Any) -> dict[str, Any]:
@@ -82,11 +82,12 @@ async def test_a_template_can_make_every_send_async(make_gateway: MakeGateway) -
 
 
 async def test_bad_mode_or_ttl_is_a_422_naming_the_field(gw: Harness) -> None:
-    base = {"to": NUMBER, "template": "verify_code", "params": {"code": "1"}}
-    cases = [({"mode": "later"}, "mode"), ({"mode": 5}, "mode"), ({"mode": None}, None),
-             ({"mode": "async", "ttl": "forever"}, "ttl"), ({"mode": "async", "ttl": "73h"}, "ttl"),
-             ({"mode": "async", "ttl": 0}, "ttl"), ({"mode": "async", "ttl": True}, "ttl"),
-             ({"mode": "async", "ttl": [1]}, "ttl"), ({"mode": "async", "ttl": "72h"}, None)]
+    base: dict[str, Any] = {"to": NUMBER, "template": "verify_code", "params": {"code": "1"}}
+    cases: list[tuple[dict[str, Any], str | None]] = [
+        ({"mode": "later"}, "mode"), ({"mode": 5}, "mode"), ({"mode": None}, None),
+        ({"mode": "async", "ttl": "forever"}, "ttl"), ({"mode": "async", "ttl": "73h"}, "ttl"),
+        ({"mode": "async", "ttl": 0}, "ttl"), ({"mode": "async", "ttl": True}, "ttl"),
+        ({"mode": "async", "ttl": [1]}, "ttl"), ({"mode": "async", "ttl": "72h"}, None)]
     for extra, field in cases:
         response = await gw.client.post("/sms", json={**base, **extra})
         if field is None:

@@ -17,11 +17,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from gatewayproc import Gateway, running, until
 
 from bench.configs import gateway_config, provider
 from gateway.emulators import EmulatorServer, start_emulators
 from gateway.store import FINAL
-from tests.gatewayproc import Gateway, running, until
 
 MESSAGES = 500
 NOTICE = {"template": "notice", "params": {"name": "Li", "time": "9:00"}, "mode": "async"}
