@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, exists, func, select, text, update
-from sqlalchemy.sql import Select
+from sqlalchemy import Connection, TextClause, func, select, text, update
 
 from gateway.store.db import Database
 from gateway.store.models import AttemptEnd
@@ -25,7 +24,6 @@ from gateway.store.schema import attempts, from_us, messages, to_us
 
 # Written as text so SQLite sees the partial index's own condition (a bound IN list hides it).
 _OUTBOX = text("messages.status IN ('queued', 'sending')")
-_QUEUED = and_(_OUTBOX, messages.c.next_attempt_at.is_not(None))
 PROVIDERS_OPEN = "providers_open"  # messages.waiting: every provider's breaker is open
 BACKOFF = "backoff"
 _CLAIMED = (messages.c.id, messages.c.caller, messages.c.template, messages.c.numbers,
@@ -166,24 +164,17 @@ class OutboxStore:
         """Depth, oldest, waiting-for-providers and the next due time, in one read."""
 
         def read(conn: Connection) -> OutboxNumbers:
-            row = conn.execute(select(
-                func.count(), func.min(messages.c.created_at),
-                func.sum(case((messages.c.waiting == PROVIDERS_OPEN, 1), else_=0)),
-                func.min(messages.c.next_attempt_at)).where(_QUEUED)).one()
-            return OutboxNumbers(int(row[0]), from_us(row[1]), int(row[2] or 0), from_us(row[3]))
+            depth, oldest = conn.execute(_sql(conn, _DEPTH)).one()
+            waiting = conn.scalar(_sql(conn, _WAITING).bindparams(b_waiting=PROVIDERS_OPEN))
+            return OutboxNumbers(int(depth), from_us(oldest), int(waiting or 0),
+                                 _next_due(conn))
 
         return await self._db.read(read)
 
     async def next_due(self) -> float | None:
         """When the next queued message is due (Unix seconds), or None: nothing queued."""
 
-        def read(conn: Connection) -> float | None:
-            if conn.dialect.name == "sqlite":
-                return from_us(conn.scalar(_NEXT_DUE_SQLITE))
-            return from_us(conn.execute(
-                select(func.min(messages.c.next_attempt_at)).where(_QUEUED)).scalar())
-
-        return await self._db.read(read)
+        return await self._db.read(_next_due)
 
 
 def end_attempt(conn: Connection, now: int, message_id: str, end: AttemptEnd) -> None:
@@ -195,33 +186,66 @@ def end_attempt(conn: Connection, now: int, message_id: str, end: AttemptEnd) ->
         provider_message_id=end.provider_message_id))
 
 
-# SQLite, without statistics, would rather scan ix_messages_status_created and sort: INDEXED BY
-# keeps it on the outbox's partial index, which is already in next_attempt_at order.
-_DUE_SQLITE = (
-    "SELECT id FROM messages INDEXED BY ix_messages_outbox "
-    "WHERE status IN ('queued', 'sending') AND next_attempt_at <= :b_now{expired} "
-    "ORDER BY next_attempt_at LIMIT :b_limit")
-_EXPIRED_SQLITE = (
-    " AND expires_at <= :b_now AND NOT EXISTS (SELECT 1 FROM attempts WHERE "
-    "attempts.message_id = messages.id AND attempts.finished_at IS NULL)")
-_NEXT_DUE_SQLITE = text(
-    "SELECT min(next_attempt_at) FROM messages INDEXED BY ix_messages_outbox "
-    "WHERE status IN ('queued', 'sending') AND next_attempt_at IS NOT NULL")
+# Whole statements per engine, every value bound. SQLite, without statistics, would rather scan
+# ix_messages_status_created and sort: INDEXED BY keeps it on the outbox's partial indexes,
+# whose conditions the queries repeat word for word. PostgreSQL's planner needs no hint; its
+# claims skip rows another replica's claim holds (SKIP LOCKED); SQLite has one writer.
+_DUE = {
+    "sqlite": "SELECT id FROM messages INDEXED BY ix_messages_outbox "
+              "WHERE status IN ('queued', 'sending') AND next_attempt_at <= :b_now "
+              "ORDER BY next_attempt_at LIMIT :b_limit",
+    "postgresql": "SELECT id FROM messages "
+                  "WHERE status IN ('queued', 'sending') AND next_attempt_at <= :b_now "
+                  "ORDER BY next_attempt_at LIMIT :b_limit FOR UPDATE SKIP LOCKED",
+}
+_EXPIRED = {  # past the ttl, and no attempt left unfinished (that one becomes unknown)
+    "sqlite": "SELECT id FROM messages INDEXED BY ix_messages_outbox_expires "
+              "WHERE status IN ('queued', 'sending') AND next_attempt_at IS NOT NULL "
+              "AND expires_at <= :b_now AND next_attempt_at <= :b_now AND NOT EXISTS "
+              "(SELECT 1 FROM attempts WHERE attempts.message_id = messages.id "
+              "AND attempts.finished_at IS NULL) LIMIT :b_limit",
+    "postgresql": "SELECT id FROM messages "
+                  "WHERE status IN ('queued', 'sending') AND next_attempt_at IS NOT NULL "
+                  "AND expires_at <= :b_now AND next_attempt_at <= :b_now AND NOT EXISTS "
+                  "(SELECT 1 FROM attempts WHERE attempts.message_id = messages.id "
+                  "AND attempts.finished_at IS NULL) LIMIT :b_limit FOR UPDATE SKIP LOCKED",
+}
+_DEPTH = {
+    "sqlite": "SELECT count(*), min(created_at) FROM messages "
+              "INDEXED BY ix_messages_outbox_created "
+              "WHERE status IN ('queued', 'sending') AND next_attempt_at IS NOT NULL",
+    "postgresql": "SELECT count(*), min(created_at) FROM messages "
+                  "WHERE status IN ('queued', 'sending') AND next_attempt_at IS NOT NULL",
+}
+_WAITING = {
+    "sqlite": "SELECT count(*) FROM messages INDEXED BY ix_messages_outbox_waiting "
+              "WHERE status IN ('queued', 'sending') AND next_attempt_at IS NOT NULL "
+              "AND waiting = :b_waiting",
+    "postgresql": "SELECT count(*) FROM messages "
+                  "WHERE status IN ('queued', 'sending') AND next_attempt_at IS NOT NULL "
+                  "AND waiting = :b_waiting",
+}
+_NEXT_DUE = {
+    "sqlite": "SELECT min(next_attempt_at) FROM messages INDEXED BY ix_messages_outbox "
+              "WHERE status IN ('queued', 'sending') AND next_attempt_at IS NOT NULL",
+    "postgresql": "SELECT min(next_attempt_at) FROM messages "
+                  "WHERE status IN ('queued', 'sending') AND next_attempt_at IS NOT NULL",
+}
+
+
+def _sql(conn: Connection, statements: dict[str, str]) -> TextClause:
+    return text(statements[conn.dialect.name])
 
 
 def _due(conn: Connection, now: int, limit: int, *, expired: bool = False) -> Any:
-    """The ids of up to ``limit`` due messages (only those past their ttl and with no
-    unfinished attempt when ``expired``), oldest due first. PostgreSQL skips rows another
-    replica's claim holds (SKIP LOCKED); SQLite has one writer."""
-    if conn.dialect.name == "sqlite":
-        sql = _DUE_SQLITE.format(expired=_EXPIRED_SQLITE if expired else "")
-        return text(sql).bindparams(b_now=now, b_limit=limit).columns(messages.c.id)
-    query: Select[Any] = select(messages.c.id).where(_OUTBOX, messages.c.next_attempt_at <= now)
-    if expired:
-        query = query.where(messages.c.expires_at <= now, ~exists().where(
-            attempts.c.message_id == messages.c.id, attempts.c.finished_at.is_(None)))
-    return (query.order_by(messages.c.next_attempt_at).limit(limit)
-            .with_for_update(skip_locked=True).scalar_subquery())
+    """The ids of up to ``limit`` due messages, oldest due first (with ``expired``: only those
+    past their ttl with no unfinished attempt)."""
+    return (_sql(conn, _EXPIRED if expired else _DUE).bindparams(b_now=now, b_limit=limit)
+            .columns(messages.c.id))
+
+
+def _next_due(conn: Connection) -> float | None:
+    return from_us(conn.scalar(_sql(conn, _NEXT_DUE)))
 
 
 def _claimed(row: Any, unfinished: int | None) -> Claimed:
