@@ -165,29 +165,45 @@ class Outbox:
     # -- the loops ---------------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
-        store = self._require_store()
+        polled = False  # woken by the timer, not by a queued message or a free slot
         while self._claiming:
             self._wake.clear()  # a wake-up from here on is not lost
-            wait = POLL
             try:
-                workers = self._storage.workers
-                free = workers + _ahead(workers) - len(self._inflight) - len(self._ready)
-                if free > 0:
-                    claimed = await store.outbox.claim(self.owner, self._storage.lease, free)
-                    if not self._claiming:  # stopped meanwhile: stop() releases them
-                        return
-                    self._ready.extend(claimed)
-                    self._start_ready()
-                    if len(claimed) < free:  # nothing more is due: sleep until something is
-                        due = await store.outbox.next_due()
-                        if due is not None:
-                            wait = min(POLL, max(0.0, due - self._wall()))
+                wait = await self._claim_due(polled)
             except StoreError as exc:
                 log.warning("outbox: cannot claim (trying again): %s", exc)
+                wait = POLL
             if not self._claiming:
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+            try:  # a floor: a due row another replica holds locked must not make this spin
+                await asyncio.wait_for(self._wake.wait(), max(wait, 0.01))
+                polled = False
+            except TimeoutError:
+                polled = True
+
+    async def _claim_due(self, polled: bool) -> float:
+        """Claim what is due into the free slots (and ahead); how long to wait until the next
+        look. Polled with nothing said to be waiting, a read finds out before any write."""
+        store = self._require_store()
+        workers = self._storage.workers
+        free = workers + _ahead(workers) - len(self._inflight) - len(self._ready)
+        if free <= 0:
+            return POLL  # a slot that frees wakes the loop
+        if polled:
+            due = await store.outbox.next_due()
+            if due is None or due > self._wall():
+                return self._until(due)
+        claimed = await store.outbox.claim(self.owner, self._storage.lease, free)
+        if not self._claiming:  # stopped meanwhile: stop() releases them
+            return 0.0
+        self._ready.extend(claimed)
+        self._start_ready()
+        if len(claimed) == free:
+            return POLL  # more may be due: the next free slot wakes the loop
+        return self._until(await store.outbox.next_due())
+
+    def _until(self, due: float | None) -> float:
+        return POLL if due is None else min(POLL, max(0.0, due - self._wall()))
 
     async def _tend_loop(self) -> None:
         while True:
@@ -199,8 +215,8 @@ class Outbox:
         store = self._require_store()
         try:
             while True:
-                expired = await store.outbox.expire(
-                    EXPIRE_BATCH, keep_params=self._storage.keep_params)
+                expired = await store.outbox.expire(EXPIRE_BATCH,
+                                                    keep_params=self._keep_params())
                 for message_id, callback_url in expired:
                     self._observer.on_outbox_send("expired")
                     log.info("send %s: expired (not sent before its ttl)", message_id)
@@ -282,11 +298,11 @@ class Outbox:
 
     async def _finish(self, claimed: Claimed, status: str, error: str,
                       last: AttemptEnd | None = None) -> None:
-        await self._require_store().records.finish(
-            claimed.id, status, error=error, last=last,
-            keep_params=self._storage.keep_params)
-        self._done(claimed, status, None)
-        await self._told(claimed.id, claimed.callback_url)
+        finished = await self._require_store().records.finish(
+            claimed.id, status, error=error, last=last, keep_params=self._keep_params())
+        if finished:  # else another worker (this one's lease was lost) got there first
+            self._done(claimed, status, None)
+            await self._told(claimed.id, claimed.callback_url)
 
     def _done(self, claimed: Claimed, status: str, provider: str | None) -> None:
         self._observer.on_outbox_send(status)
@@ -325,6 +341,9 @@ class Outbox:
     async def _told(self, message_id: str, callback_url: str | None) -> None:
         if self._announce is not None:
             await self._announce(message_id, callback_url)
+
+    def _keep_params(self) -> bool:
+        return self._require_snapshot()().config.storage.keep_params  # applies on reload
 
     def _require_store(self) -> Store:
         if self._store is None:
