@@ -1,22 +1,18 @@
-"""Async sending (SPEC §8): the outbox's workers.
+"""Async sending (SPEC §8): the outbox's workers in one process.
 
-``POST /sms`` with ``"mode": "async"`` writes the message as ``queued`` and answers 202; this
-module sends it later. Up to ``storage.workers`` messages per process are claimed with a lease
-(:mod:`gateway.store.outbox`) and sent through the same router, breakers and
-:class:`~gateway.recorder.Recorder` as a sync send. What the router concludes decides the rest:
+``POST /sms`` with ``"mode": "async"`` writes the message as ``queued`` and answers 202
+(:meth:`Outbox.enqueue`); this module sends it later. Up to ``storage.workers`` messages per
+process are sent at once, and half as many again are claimed ahead, each under a lease
+(:mod:`gateway.store.outbox`) renewed while it is held; what one message goes through is
+:mod:`gateway.outbox_send`. A housekeeping pass every 2 s expires what is past its ``ttl`` and
+counts the queue (depth, oldest, waiting for providers) for ``/status`` and ``/metrics``.
 
-- sent, rejected, rate-limited or unknown: the final status, then the listeners are told
-  (:meth:`Gateway.announce <gateway.service.Gateway.announce>`, the status callbacks);
-- every provider failed, or every provider is open: back in the queue for a backoff of 1 s
-  doubling to 5 min with full jitter, and never before the earliest breaker admits a call
-  (so nothing spins while all are open; a provider's Retry-After opens its breaker that long);
-- past its ``ttl``: ``expired`` (a housekeeping pass every 2 s; a put-back is never later).
-
-Crash safety comes from the store: every attempt is written as started before the call. A
-claim whose lease ran out is due again; if it holds an attempt that never finished, the message
-may have been sent, so it becomes ``unknown`` instead (unless the template says
-``on_unknown: failover``). Wake-ups: :meth:`Outbox.enqueued` on every enqueue (in-process),
-polling every second as the fallback.
+Crash safety comes from the store: every attempt is written as started before its call, and a
+claim whose lease ran out is due again (its unfinished attempt makes it ``unknown``). On
+SIGTERM the workers stop claiming, in-flight sends get ``shutdown_timeout`` and every lease
+still held is released. Wake-ups: :meth:`Outbox.enqueued` on every enqueue (in-process; the
+hook for PostgreSQL ``NOTIFY``), :meth:`Outbox.wake` for a ``LISTEN`` handler, polling every
+second as the fallback.
 """
 
 from __future__ import annotations
@@ -29,34 +25,22 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-from gateway.config import StorageConfig, TemplateConfig
+from gateway.config import StorageConfig
 from gateway.observe import Observer
-from gateway.phones import normalize
-from gateway.recorder import Recorder
-from gateway.router import Outcome, Router, Snapshot
-from gateway.store import AttemptEnd, NewMessage, Store, StoreError
-from gateway.store.outbox import BACKOFF, PROVIDERS_OPEN, Claimed, OutboxNumbers
-from providers.base import Message
+from gateway.outbox_send import Announce, OutboxSender
+from gateway.router import Router, Snapshot
+from gateway.store import NewMessage, Store, StoreError
+from gateway.store.outbox import Claimed, OutboxNumbers
 
 log = logging.getLogger(__name__)
 
 POLL = 1.0  # seconds between looks at the queue when no wake-up comes
 TEND_EVERY = 2.0  # expiry and the depth/oldest numbers
-MAX_BACKOFF = 300.0
 RATE_WINDOW = 60.0  # the sending rate is over the last minute
 EXPIRE_BATCH = 500
-CRASHED = "the gateway stopped before the provider answered; it may have been sent"
-_RETRY = frozenset({"failed", "unavailable"})  # nothing was sent: it may be tried again
-
-Announce = Callable[[str, str | None], Awaitable[None]]
-
-
-def backoff(retries: int, rand: Callable[[], float] = random.random) -> float:
-    """Full jitter: a uniform wait up to 1 s doubled ``retries`` times, capped at 5 min."""
-    return rand() * min(MAX_BACKOFF, 2.0 ** min(retries, 30))
 
 
 class Outbox:
@@ -66,13 +50,12 @@ class Outbox:
                  wall_clock: Callable[[], float] = time.time,
                  rand: Callable[[], float] = random.random) -> None:
         self.owner = uuid.uuid4().hex  # this process's name on its leases
-        self.rand = rand
+        self.rand = rand  # the backoff's jitter (tests fix it)
         self._router = router
         self._observer = observer
         self._wall = wall_clock
         self._store: Store | None = None
-        self._snapshot: Callable[[], Snapshot] | None = None
-        self._announce: Announce | None = None
+        self._sender: OutboxSender | None = None
         self._storage = StorageConfig()
         self._wake = asyncio.Event()
         self._inflight: dict[str, asyncio.Task[None]] = {}
@@ -89,8 +72,10 @@ class Outbox:
     def start(self, store: Store, snapshot: Callable[[], Snapshot], storage: StorageConfig,
               announce: Announce) -> None:
         """Start claiming (the app's running context calls this once the runtime exists)."""
-        self._store, self._snapshot, self._storage = store, snapshot, storage
-        self._announce = announce
+        self._store, self._storage = store, storage
+        self._sender = OutboxSender(
+            self._router, self._observer, store, snapshot, announce, self.owner, self._wall,
+            lambda: self.rand(), lambda: self._claiming, lambda: self._sent.append(self._wall()))
         self._tasks = [asyncio.create_task(self._tend_loop(), name="outbox-tend")]
         if storage.workers == 0:  # an intake-only process: others send what it queues
             return
@@ -215,12 +200,10 @@ class Outbox:
         store = self._require_store()
         try:
             while True:
-                expired = await store.outbox.expire(EXPIRE_BATCH,
-                                                    keep_params=self._keep_params())
+                keep = self._require_sender().snapshot().config.storage.keep_params
+                expired = await store.outbox.expire(EXPIRE_BATCH, keep_params=keep)
                 for message_id, callback_url in expired:
-                    self._observer.on_outbox_send("expired")
-                    log.info("send %s: expired (not sent before its ttl)", message_id)
-                    await self._told(message_id, callback_url)
+                    await self._require_sender().expired(message_id, callback_url)
                 if len(expired) < EXPIRE_BATCH:
                     break
             self.numbers = await store.outbox.numbers()
@@ -242,7 +225,8 @@ class Outbox:
         """Fill the free slots from what was claimed ahead."""
         while self._ready and self._claiming and len(self._inflight) < self._storage.workers:
             message = self._ready.popleft()
-            task = asyncio.create_task(self._deliver(message), name=f"outbox-{message.id}")
+            task = asyncio.create_task(self._require_sender().deliver(message),
+                                       name=f"outbox-{message.id}")
             self._inflight[message.id] = task
             task.add_done_callback(functools.partial(self._done_sending, message.id))
 
@@ -251,109 +235,15 @@ class Outbox:
         self._start_ready()
         self.wake()  # claim more ahead
 
-    # -- one message -------------------------------------------------------------------------
-
-    async def _deliver(self, message: Claimed) -> None:
-        try:
-            await self._send(message)
-        except StoreError as exc:  # its lease runs out and it is claimed again
-            log.warning("send %s: the outbox could not record it (tried again later): %s",
-                        message.id, exc)
-        except Exception:
-            log.exception("send %s: the outbox failed unexpectedly (tried again later)",
-                          message.id)
-
-    async def _send(self, claimed: Claimed) -> None:
-        snapshot = self._require_snapshot()()
-        template = snapshot.config.templates.get(claimed.template)
-        if claimed.unfinished is not None:
-            crashed = AttemptEnd(claimed.unfinished, "unknown", CRASHED)
-            if template is None or template.on_unknown == "stop":
-                await self._finish(claimed, "unknown", CRASHED, last=crashed)
-                return
-            await self._require_store().records.attempt_finished(
-                claimed.id, claimed.unfinished, "unknown", error=CRASHED)
-        if claimed.expires_at is not None and self._wall() >= claimed.expires_at:
-            await self._finish(claimed, "expired", "not sent before its ttl")
-            return
-        if template is None:
-            await self._finish(claimed, "failed",
-                               f"template {claimed.template!r} is no longer configured")
-            return
-        recorder = Recorder(self._require_store().records, NewMessage(
-            claimed.id, claimed.caller, claimed.template, claimed.numbers, claimed.params,
-            mode="async"), keep_params=snapshot.config.storage.keep_params, created=True)
-        message = Message(claimed.id, claimed.numbers, claimed.template, claimed.params)
-        # Only routes read countries: parsing numbers again is skipped when none names any.
-        countries = frozenset(_region(n) for n in claimed.numbers) \
-            if any(r.countries for r in snapshot.config.routes) else frozenset()
-        outcome = await self._router.send(snapshot, message, template, countries, recorder)
-        if outcome.state in _RETRY:
-            await self._put_back(claimed, snapshot, template, countries, outcome, recorder)
-            return
-        refused = _refused(message.to, outcome)
-        await recorder.finish(outcome, refused)
-        self._done(claimed, outcome.state, outcome.provider)
-        await self._told(claimed.id, claimed.callback_url)
-
-    async def _finish(self, claimed: Claimed, status: str, error: str,
-                      last: AttemptEnd | None = None) -> None:
-        finished = await self._require_store().records.finish(
-            claimed.id, status, error=error, last=last, keep_params=self._keep_params())
-        if finished:  # else another worker (this one's lease was lost) got there first
-            self._done(claimed, status, None)
-            await self._told(claimed.id, claimed.callback_url)
-
-    def _done(self, claimed: Claimed, status: str, provider: str | None) -> None:
-        self._observer.on_outbox_send(status)
-        if status == "sent":
-            self._sent.append(self._wall())
-        log.info("send %s %s via %s: %s (async)", claimed.id, claimed.template,
-                 provider or "-", status)
-
-    async def _put_back(self, claimed: Claimed, snapshot: Snapshot, template: TemplateConfig,
-                        countries: frozenset[str], outcome: Outcome, recorder: Recorder) -> None:
-        """Nothing was sent: queue it again, after a backoff and once a provider may take it."""
-        now = self._wall()
-        store = self._require_store()
-        if not self._claiming:  # stopping: the next start (or another replica) sends it
-            await store.outbox.put_back(claimed.id, self.owner, now, waiting=BACKOFF,
-                                        error=outcome.reason, last=recorder.ended,
-                                        retried=False)
-            return
-        plan = snapshot.plan(template.name, countries)
-        opened = min((m.breaker.retry_in() for m in plan), default=0.0)
-        tried = any(a.sent and a.outcome == "failed" for a in outcome.attempts)
-        wait = backoff(claimed.retries, self.rand)
-        if opened > 0:
-            wait = max(wait, opened + backoff(0, self.rand))  # spread the wake-ups a little
-        at = now + wait
-        if claimed.expires_at is not None and at >= claimed.expires_at:
-            at = claimed.expires_at  # expired there, within TEND_EVERY
-        waiting = PROVIDERS_OPEN if opened > 0 else BACKOFF
-        kept = await store.outbox.put_back(claimed.id, self.owner, at, waiting=waiting,
-                                           error=outcome.reason, last=recorder.ended,
-                                           retried=tried or opened == 0)
-        self._observer.on_outbox_send("retry" if kept else "lease_lost")
-        log.info("send %s: %s; queued again in %.1fs (%s)", claimed.id, outcome.reason,
-                 at - now, waiting)
-
-    async def _told(self, message_id: str, callback_url: str | None) -> None:
-        if self._announce is not None:
-            await self._announce(message_id, callback_url)
-
-    def _keep_params(self) -> bool:
-        return self._require_snapshot()().config.storage.keep_params  # applies on reload
-
     def _require_store(self) -> Store:
         if self._store is None:
             raise RuntimeError("the outbox is not started")
         return self._store
 
-    def _require_snapshot(self) -> Callable[[], Snapshot]:
-        if self._snapshot is None:
+    def _require_sender(self) -> OutboxSender:
+        if self._sender is None:
             raise RuntimeError("the outbox is not started")
-        return self._snapshot
+        return self._sender
 
 
 def _ahead(workers: int) -> int:
@@ -363,16 +253,3 @@ def _ahead(workers: int) -> int:
 
 def _age(numbers: OutboxNumbers, now: float) -> float:
     return 0.0 if numbers.oldest is None else round(max(0.0, now - numbers.oldest), 1)
-
-
-def _region(number: str) -> str:
-    try:
-        return normalize(number, "ZZ").region
-    except ValueError:  # valid when queued; a newer numbering plan may say otherwise
-        return "ZZ"
-
-
-def _refused(to: tuple[str, ...], outcome: Outcome) -> dict[str, str]:
-    """Our number -> the provider's code, for the recipients it refused (matched by digits)."""
-    ours = {number.lstrip("+"): number for number in to}
-    return {ours[n.lstrip("+")]: code for n, code in outcome.refused if n.lstrip("+") in ours}
