@@ -36,7 +36,7 @@ class SendBody(BaseModel):
     # 422 "unknown template" like any other name
     template: str = Field(json_schema_extra={"minLength": 1})
     params: dict[str, ParamValue] | None = None
-    # Any here: a wrong mode or ttl is the caller's 422 naming the field (validate.async_options)
+    # Any here: a wrong mode or ttl is the caller's 422 naming the field (validate._async_errors)
     mode: Any = Field(None, description="async: answered 202 queued and sent by the outbox; "
                       "default: the template's mode, else sync",
                       json_schema_extra={"enum": ["sync", "async"]})

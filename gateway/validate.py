@@ -214,12 +214,9 @@ def _ttl(value: Any) -> float:
     """A ttl in seconds: "10m", "2h", or a number of seconds, above 0 and at most 72h."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError("must be a duration such as 10m or 2h, or a number of seconds")
-    try:
-        seconds = parse_duration(value)
-    except ValueError as exc:
-        raise ValueError(str(exc)) from None
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError("must be above zero")
-    if seconds > MAX_TTL:
+    seconds = parse_duration(value)  # its ValueError says what is wrong
+    if math.isnan(seconds) or seconds > MAX_TTL:
         raise ValueError("must be at most 72h")
+    if seconds <= 0:
+        raise ValueError("must be above zero")
     return seconds

@@ -87,7 +87,8 @@ async def test_bad_mode_or_ttl_is_a_422_naming_the_field(gw: Harness) -> None:
         ({"mode": "later"}, "mode"), ({"mode": 5}, "mode"), ({"mode": None}, None),
         ({"mode": "async", "ttl": "forever"}, "ttl"), ({"mode": "async", "ttl": "73h"}, "ttl"),
         ({"mode": "async", "ttl": 0}, "ttl"), ({"mode": "async", "ttl": True}, "ttl"),
-        ({"mode": "async", "ttl": [1]}, "ttl"), ({"mode": "async", "ttl": "72h"}, None)]
+        ({"mode": "async", "ttl": [1]}, "ttl"), ({"mode": "async", "ttl": 1e400}, "ttl"),
+        ({"mode": "async", "ttl": -5}, "ttl"), ({"mode": "async", "ttl": "72h"}, None)]
     for extra, field in cases:
         response = await gw.client.post("/sms", json={**base, **extra})
         if field is None:
