@@ -37,6 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="load generator: wrk when installed (auto), or the built-in one")
     parser.add_argument("--cases", default="1,2,3,4,5", help="which cases, e.g. 1,3 (all)")
     parser.add_argument("--output", type=Path, help="JSON results (bench/results/latest.json)")
+    parser.add_argument("--backlog", type=int, default=0,
+                        help="case 7: also measure with this many messages queued (100000)")
     parser.add_argument("--note", default="",
                         help="a sentence about this run, kept in the results and the README")
     args = parser.parse_args(argv)
@@ -88,7 +90,7 @@ async def _measure(args: argparse.Namespace, workdir: Path, children: Children) 
     if gw5 and bare5:
         await cases.case5(b, gw5, bare5)
     if intake7 and drain7 and bare and gw:
-        await case_outbox.case7(b, intake7, drain7, bare, gw)
+        await case_outbox.case7(b, intake7, drain7, bare, gw, args.backlog)
     elapsed = time.monotonic() - started
     settings = {"duration_s": args.duration, "rounds": args.rounds,
                 "generator": "wrk" if use_wrk else "builtin", "cases": sorted(want)}

@@ -2,19 +2,25 @@
 
 7a  async intake: 202 answers/s at 0 ms provider latency, SQLite store, 50 connections, against
     the bare proxy's sync throughput under the same load (target >= 1.0x: an async send does
-    less, one durable write and no provider call). The outbox's draining is paused for the run
-    by forcing both providers open (each message is claimed once and put back for later), so
-    the figure is the intake alone.
+    less, one durable write and no provider call). The gateway runs ``storage.workers: 0`` (it
+    only queues; nothing drains during the run), so the figure is the intake alone.
 7b  outbox drain: a backlog sent at 100 ms provider latency with ``storage.workers: 50``, in
-    messages/s once the intake has stopped, against C/L = 50 / 0.1 s = 500/s (target >= 0.9x).
+    messages/s once the intake has stopped, against C/L = 50 / 0.1 s = 500/s (target >= 0.9x);
+    a sync gateway under 50 connections at the same latency is measured as a reference.
+7c  with ``--backlog N`` (issue 11 says 100,000): the intake's p99 with N queued against the
+    same process's with an empty queue (target <= 1.5x), and the drain rate over two windows
+    of that backlog (steady: the second like the first).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
-from typing import TYPE_CHECKING
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -22,6 +28,8 @@ from bench.loadgen import body
 from bench.procs import cpu_seconds, free_port
 from bench.report import Figure, ratio
 from bench.stack import Stack, _gateway_argv, bench_config
+from gateway.store import open_store
+from gateway.store.schema import messages, recipients, to_us
 
 if TYPE_CHECKING:
     from bench.cases import Bench
@@ -33,15 +41,21 @@ DRAIN_LATENCY_S = 0.1
 _SENT = re.compile(r'^sms_outbox_sends_total\{result="sent"\} (\S+)$', re.MULTILINE)
 
 
-def start_async_gateway(stack: Stack, name: str, workers: int) -> Child:
-    """A gateway whose template is async (so the load's sync body queues), on a SQLite file."""
+def store_of(stack: Stack, name: str) -> Path:
+    """The SQLite file of the gateway started as ``name``."""
+    return stack.children.workdir / name / "store.db"
+
+
+def start_async_gateway(stack: Stack, name: str, workers: int, store: Path | None = None) -> Child:
+    """A gateway whose template is async (so the load's sync body queues), on a SQLite file
+    (its own, or ``store``: another gateway's)."""
     folder = stack.children.workdir / name
     folder.mkdir()
     text = bench_config(stack.urls).replace(
         "verify_code: {params: [code], on_unknown: failover}",
         "verify_code: {params: [code], on_unknown: failover, mode: async}").replace(
         "storage: {url: memory}",
-        f'storage: {{url: "sqlite:///{folder / "store.db"}", workers: {workers}}}')
+        f'storage: {{url: "sqlite:///{store or store_of(stack, name)}", workers: {workers}}}')
     config = folder / "config.yaml"
     config.write_text(text, encoding="utf-8")
     port = free_port()
@@ -77,7 +91,8 @@ async def queue_many(gateway: Child, count: int, conns: int = CONNS) -> float:
     return time.perf_counter() - started
 
 
-async def case7(b: Bench, intake: Child, drain: Child, bare: Child, sync: Child) -> None:
+async def case7(b: Bench, intake: Child, drain: Child, bare: Child, sync: Child,
+                backlog: int = 0) -> None:
     """Intake against the bare proxy, then drain against C/L (and a sync gateway's rate at
     the same latency, as a same-run reference on a busy machine)."""
     await b.stack.fresh()
@@ -96,6 +111,8 @@ async def case7(b: Bench, intake: Child, drain: Child, bare: Child, sync: Child)
                ratio(gw.cpu_us_per_request or 0, floor.cpu_us_per_request or 0)),
     )
     await drained(b, drain, sync)
+    if backlog:
+        await backlogged(b, backlog)
 
 
 async def drained(b: Bench, drain: Child, sync: Child) -> None:
@@ -129,4 +146,66 @@ async def drained(b: Bench, drain: Child, sync: Child) -> None:
                  rate >= 0.9 * ideal and done >= target,
                  f"intake {count} in {queued_in:.1f} s ({start - before} sent meanwhile); "
                  f"the other {done - start} in {elapsed:.1f} s, {per:.0f} us CPU each"))
+    await b.stack.healthy()
+
+
+async def prefill(store_path: Path, count: int) -> float:
+    """Queue ``count`` async messages straight into a gateway's SQLite store (as its intake
+    would have written them, in batches of 10,000 rows); the seconds it took."""
+    started = time.perf_counter()
+    store = await open_store(f"sqlite:///{store_path}")
+    try:
+        for first in range(0, count, 10_000):
+            now = time.time()
+            rows = [(uuid.uuid4().hex, f"+86138{first + i:08d}")
+                    for i in range(min(10_000, count - first))]
+            messages_ = [{
+                "id": mid, "caller": "bench", "template": "verify_code",
+                "numbers": json.dumps([number]), "params": '{"code": "123456"}',
+                "mode": "async", "status": "queued", "created_at": to_us(now),
+                "updated_at": to_us(now), "expires_at": to_us(now + 3 * 3600),
+                "next_attempt_at": to_us(now), "attempts": 0, "retries": 0}
+                for mid, number in rows]
+            numbers = [{"message_id": mid, "number": number, "created_at": to_us(now)}
+                       for mid, number in rows]
+
+            def write(conn: Any, m: list[dict[str, Any]] = messages_,
+                      n: list[dict[str, Any]] = numbers) -> None:
+                conn.execute(messages.insert(), m)
+                conn.execute(recipients.insert(), n)
+
+            await store.database.write(write)
+    finally:
+        await store.close()
+    return time.perf_counter() - started
+
+
+async def backlogged(b: Bench, count: int) -> None:
+    """7c: intake p99 with ``count`` messages queued vs with none (the same process), and the
+    drain rate over two windows of that backlog at 100 ms (steady: the second like the first)."""
+    intake = start_async_gateway(b.stack, "gateway-backlog", 0)
+    await b.stack.ready(intake)
+    await b.stack.fresh()
+    await b.warm(intake)
+    empty = await b.load("7c intake, empty queue", intake, CONNS)
+    took = await prefill(store_of(b.stack, intake.name), count)
+    full = await b.load(f"7c intake, {count} queued", intake, CONNS)
+    b.add(Figure("7", f"intake p99 with {count:,} queued (SQLite; prefilled in {took:.0f} s)",
+                 f"{full.p99_ms:.1f} ms", f"empty queue {empty.p99_ms:.1f} ms",
+                 ratio(full.p99_ms, empty.p99_ms), "<= 1.50x",
+                 full.p99_ms <= 1.5 * empty.p99_ms and full.errors == 0,
+                 f"{full.rps:.0f} vs {empty.rps:.0f} rps"))
+    await b.stack.emulator("aliyun", "ok", round(DRAIN_LATENCY_S * 1000))
+    drain = start_async_gateway(b.stack, "gateway-backlog-drain", DRAIN_WORKERS,
+                                store_of(b.stack, intake.name))
+    await b.stack.ready(drain)
+    ideal = DRAIN_WORKERS / DRAIN_LATENCY_S
+    rates = []
+    for _ in range(2):
+        before, at = await sent_so_far(drain), time.perf_counter()
+        await asyncio.sleep(b.duration)
+        rates.append((await sent_so_far(drain) - before) / (time.perf_counter() - at))
+    b.add(Figure("7", f"drain with {count:,} queued, 100 ms, workers {DRAIN_WORKERS}",
+                 f"{rates[1]:.0f} msg/s", f"first window {rates[0]:.0f}/s; C/L {ideal:.0f}/s",
+                 ratio(rates[1], rates[0]), counts="two windows of the same backlog"))
     await b.stack.healthy()
