@@ -172,8 +172,8 @@ class Outbox:
         store = self._require_store()
         workers = self._storage.workers
         free = workers + _ahead(workers) - len(self._inflight) - len(self._ready)
-        if free <= 0:
-            return POLL  # a slot that frees wakes the loop
+        if free <= 0 or (self._ready and free < _ahead(workers) // 2):
+            return POLL  # claims come in batches while some are still ready; a slot wakes us
         if polled:
             due = await store.outbox.next_due()
             if due is None or due > self._wall():
