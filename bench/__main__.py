@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import case_receipts, cases, limits_case, store_cases
+from bench import case_outbox, case_receipts, cases, limits_case, store_cases
 from bench.case_replicas import case10
 from bench.loadgen import wrk_path
 from bench.procs import Children
@@ -27,7 +27,7 @@ from bench.stack import BREAKER_OFF, Stack
 
 ROOT = Path(__file__).resolve().parent.parent
 # Every case, in the order a full run measures them.
-CASES = ("1", "2", "3", "4", "5", "6", "8", "9", "10", "11")
+CASES = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,6 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="load generator: wrk when installed (auto), or the built-in one")
     parser.add_argument("--cases", default=",".join(CASES), help="which cases, e.g. 1,3 (all)")
     parser.add_argument("--output", type=Path, help="JSON results (bench/results/latest.json)")
+    parser.add_argument("--backlog", type=int, default=0,
+                        help="case 7: also measure with this many messages queued (100000)")
     parser.add_argument("--note", default="",
                         help="a sentence about this run, kept in the results and the README")
     args = parser.parse_args(argv)
@@ -68,8 +70,8 @@ async def _measure(args: argparse.Namespace, workdir: Path, children: Children) 
     stack = Stack(children)
     await stack.start_emulators()
     want = args.cases
-    gw = stack.start_gateway("gateway") if want & set("1236") else None
-    bare = stack.start_bare("bare") if want & set("126") else None
+    gw = stack.start_gateway("gateway") if want & set("12367") else None
+    bare = stack.start_bare("bare") if want & set("1267") else None
     stored = (stack.start_gateway("gateway-store", storage=store_cases.STORE_ON)
               if "6" in want else None)
     no_breaker = (stack.start_gateway("gateway-no-breaker", aliyun_breaker=BREAKER_OFF)
@@ -82,8 +84,11 @@ async def _measure(args: argparse.Namespace, workdir: Path, children: Children) 
                if "9" in want else None)
     unlimited = (stack.start_gateway("gateway-no-limits", storage=limits_case.STORE)
                  if "9" in want else None)
+    intake7, drain7 = (case_outbox.start_async_gateway(stack, "gateway-async", 0),
+                       case_outbox.start_async_gateway(stack, "gateway-drain", 50)) \
+        if "7" in want else (None, None)
     await stack.ready(*filter(None, (gw, bare, no_breaker, hang, gw5, bare5, stored, limited,
-                                     unlimited)))
+                                     unlimited, intake7, drain7)))
     b = cases.Bench(stack, workdir, args.duration, use_wrk, max(1, args.rounds))
     if gw and bare and "1" in want:
         await cases.case1(b, gw, bare)
@@ -105,6 +110,8 @@ async def _measure(args: argparse.Namespace, workdir: Path, children: Children) 
         await case_receipts.case8(b)
     if "10" in want:  # replicas: 1 process vs --workers 2 on PostgreSQL, and vs SQLite
         await case10(b)
+    if intake7 and drain7 and bare and gw:
+        await case_outbox.case7(b, intake7, drain7, bare, gw, args.backlog)
     elapsed = time.monotonic() - started
     settings = {"duration_s": args.duration, "rounds": args.rounds,
                 "generator": "wrk" if use_wrk else "builtin", "cases": sorted(want)}

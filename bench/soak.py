@@ -44,6 +44,7 @@ import aiohttp
 
 from bench.configs import gateway_config, provider
 from bench.procs import die_with_parent, free_port, memory_kb
+from bench.soak_async import async_body, drained
 from bench.soak_hostile import (
     BODIES,
     JSON,
@@ -189,6 +190,9 @@ async def sender(soak: Soak, session: aiohttp.ClientSession, until: float) -> No
             await post(session, soak, result, payload, headers)
             if not result.replayed:  # sent anew (the first sent nothing): now it is the first
                 last = (result, payload, headers)
+        elif roll < 0.15:  # async (bench/soak_async.py): 202 queued, checked after the drain
+            result = Result("async", soak.phase, expect=202)
+            await post(session, soak, result, async_body(body("notice")), auth)
         else:
             template = "verify_code" if roll < 0.30 else "notice"
             payload, headers = body(template), dict(auth)
@@ -447,6 +451,13 @@ async def run(seconds: float, senders: int, keyed: float, workdir: Path) -> int:
         for server in emulators.values():
             await server.apply("ok", 0)
         failures = report(soak, time.monotonic() - started, phase_seconds, senders, kept_kib)
+        queued = [r.id for r in soak.results if r.kind == "async" and r.status == 202 and r.id]
+        lost, outbox = await drained(soak.url, {"Authorization": f"Bearer {API_KEY}"}, queued,
+                                     lambda message_id: accepted(soak, message_id))
+        print(f"async: {len(queued)} queued; " + ", ".join(
+            f"{k}: {n}" for k, n in sorted(outbox.items())))
+        failures += lost[:5] + ([f"... {len(lost) - 5} more async failures"] if len(lost) > 5
+                                else [])
         await final_metrics(hostile)
         failures += hostile_report(hostile)
         failures += await stop_gateway(process)

@@ -102,6 +102,8 @@ class StorageConfig:
     retention: float = 30 * 86400.0
     idempotency_ttl: float = 24 * 3600.0
     keep_params: bool = False
+    workers: int = 32  # concurrent outbox sends per process
+    lease: float = 30.0  # an outbox claim's lease (renewed while the send runs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,8 @@ class TemplateConfig:
     name: str
     params: tuple[str, ...] = ()
     on_unknown: Literal["stop", "failover"] = "stop"
+    mode: Literal["sync", "async"] = "sync"  # a request's "mode" overrides it
+    ttl: float | None = None  # async: how long it may wait (None: the request's, else 1h)
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,7 +325,8 @@ def _logging(check: Checker, node: Node, base: Path) -> LoggingConfig:
 def _storage(check: Checker, node: Node, base: Path) -> StorageConfig:
     read = check.section(node, "storage", Storage)
     return StorageConfig(url=read.url, base=base, retention=read.retention,
-                         idempotency_ttl=read.idempotency_ttl, keep_params=read.keep_params)
+                         idempotency_ttl=read.idempotency_ttl, keep_params=read.keep_params,
+                         workers=read.workers, lease=read.lease)
 
 
 _TOKEN = re.compile(r"[A-Za-z0-9._~-]{16,128}", re.ASCII)
@@ -381,7 +386,7 @@ def _templates(check: Checker, node: Node) -> dict[str, TemplateConfig]:
     for name, body in node.items():
         path = f"templates.{name}"
         read = check.section(check.as_mapping(body, node.line_of(name), path), path, Template)
-        out[name] = TemplateConfig(name, read.params, read.on_unknown)
+        out[name] = TemplateConfig(name, read.params, read.on_unknown, read.mode, read.ttl)
     return out
 
 

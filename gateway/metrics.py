@@ -91,4 +91,13 @@ class Metrics:
             ["provider"], buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
             registry=self.registry,
         )
+        self.outbox_depth = Gauge(
+            "sms_outbox_depth", "Async messages queued or being sent (the outbox, all processes)",
+            registry=self.registry)
+        self.outbox_oldest = Gauge(
+            "sms_outbox_oldest_seconds", "Age of the oldest async message not yet sent",
+            registry=self.registry)
+        self.outbox_sends = Counter(
+            "sms_outbox_sends", "Outbox sends by result: a final status, or retry (queued again)",
+            ["result"], registry=self.registry)
         self.registry.register(_BreakerCollector(read_breakers))

@@ -18,8 +18,10 @@ from gateway.config import TemplateConfig
 from gateway.phones import NUMBER_PATTERN
 
 # The order of the fields is the order the 400s are reported in (first wrong field wins).
-FIELDS = ("to", "receivers", "template", "params", "callback_url")
+FIELDS = ("to", "receivers", "template", "params", "callback_url", "mode", "ttl")
 ParamValue = str | int | float  # bool is not a number here (strict mode refuses it)
+# The ttls a string may write: 1-999 ms, s or m, or 1-72 h (every one of them valid).
+TTL_PATTERN = r"^([1-9][0-9]{0,2}(ms|s|m)|([1-9]|[1-6][0-9]|7[0-2])h)$"
 
 
 class SendBody(BaseModel):
@@ -40,6 +42,13 @@ class SendBody(BaseModel):
         "format": "uri", "maxLength": 2048}, description=(
         "where the record is POSTed, signed, once sending is over and on delivery; its host "
         "must be in server.callback_hosts"))
+    # Any here: a wrong mode or ttl is the caller's 422 naming the field (validate._async_errors)
+    mode: Any = Field(None, description="async: answered 202 queued and sent by the outbox; "
+                      "default: the template's mode, else sync",
+                      json_schema_extra={"enum": ["sync", "async"]})
+    ttl: Any = Field(None, description="async: how long it may wait to be sent, above 0 and "
+                     "at most 72h (a number of seconds is also taken); default: the template's, "
+                     "else 1h", json_schema_extra={"type": "string", "pattern": TTL_PATTERN})
 
     @field_validator("to", "receivers", mode="before")
     @classmethod

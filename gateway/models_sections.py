@@ -207,6 +207,27 @@ OnUnknown = Annotated[Literal["stop", "failover"], BeforeValidator(_on_unknown),
                       written({"enum": ["stop", "failover"]})]
 
 
+MAX_TTL = 72 * 3600.0  # an async message may wait at most this long (SPEC §8)
+
+
+def _send_mode(value: Any) -> str:
+    if _text(value) not in ("sync", "async"):
+        raise problem("must be 'sync' or 'async'")
+    return str(value)
+
+
+def _ttl(value: Any) -> float:
+    seconds = _duration(True)(value)
+    if seconds > MAX_TTL:
+        raise problem("must be at most 72h")
+    return seconds
+
+
+SendMode = Annotated[Literal["sync", "async"], BeforeValidator(_send_mode),
+                     written({"enum": ["sync", "async"]})]
+TTL = Annotated[float, BeforeValidator(_ttl), DURATION]
+
+
 class Section(BaseModel):
     # Checker.section reports unknown keys itself (with the line), before pydantic sees them.
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -256,6 +277,9 @@ class Storage(Section):
     retention: Positive = Field(30 * 86400.0, description="records older than this are deleted")
     idempotency_ttl: Positive = Field(24 * 3600.0, description="how long a key is remembered")
     keep_params: Flag = Field(False, description="keep params once sending is over")
+    workers: Count0 = Field(32, description=(
+        "concurrent outbox (async) sends per process; 0: this process only queues them"))
+    lease: Positive = Field(30.0, description="an outbox claim's lease, renewed while sending")
 
 
 class Breaker(Section):
@@ -280,6 +304,8 @@ class Defaults(Section):
 class Template(Section):
     params: Params = Field((), description="ordered, unique")
     on_unknown: OnUnknown = "stop"
+    mode: SendMode = Field("sync", description="async: answered 202 queued, sent by the outbox")
+    ttl: TTL | None = Field(None, description="async: expired if not sent by then (1h; max 72h)")
 
 
 class Match(Section):

@@ -86,3 +86,12 @@ class Observer:
             self.timeline.receipt(provider, status == "delivered", seconds)
             if seconds is not None:
                 self.metrics.delivery.labels(provider).observe(seconds)
+
+    def on_outbox(self, depth: int, oldest_seconds: float) -> None:
+        """The outbox was counted: ``depth`` messages wait, the oldest for ``oldest_seconds``."""
+        self.metrics.outbox_depth.set(depth)
+        self.metrics.outbox_oldest.set(oldest_seconds)
+
+    def on_outbox_send(self, result: str) -> None:
+        """An outbox send ended: its final status, or ``retry`` (queued again)."""
+        self.metrics.outbox_sends.labels(result).inc()

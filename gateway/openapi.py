@@ -67,6 +67,20 @@ _SEND_RESULT = {
     "required": ["id", "status", "provider", "to", "attempts", "message"],
 }
 
+_SEND_QUEUED = {
+    "type": "object",
+    "description": "async (\"mode\": \"async\"): written as queued; the outbox sends it",
+    "properties": {
+        "id": {"type": "string", "description": "ours; GET /sms/{id} shows how it goes"},
+        "status": {"const": "queued"},
+        "mode": {"const": "async"},
+        "to": {"type": "array", "items": {"type": "string"}, "description": "E.164"},
+        "expires_at": {"type": "number", "description": "Unix seconds: expired if not sent"},
+        "message": {"const": "queued"},
+    },
+    "required": ["id", "status", "mode", "to", "expires_at", "message"],
+}
+
 _PROBLEM_SCHEMA = {
     "type": "object",
     "description": "RFC 9457 problem details",
@@ -196,8 +210,10 @@ def _send_operation(alias: bool) -> dict[str, Any]:
         "responses": {
             "200": {"description": "a provider accepted it",
                     "content": {_JSON: {"schema": _ref("SendResult")}}},
-            "202": {"description": "outcome unknown (maybe sent) and on_unknown is stop",
-                    "content": {_JSON: {"schema": _ref("SendResult")}}},
+            "202": {"description": "async: queued (once durably written); sync: outcome "
+                    "unknown (maybe sent) and on_unknown is stop",
+                    "content": {_JSON: {"schema": {"oneOf": [_ref("SendQueued"),
+                                                             _ref("SendResult")]}}}},
             "400": _problem("the body is not JSON, not an object, or has wrong types"),
             "401": _problem("auth is on and the key is missing or wrong"),
             "403": _problem("the key does not have the send right"),
@@ -276,7 +292,7 @@ def document(config: Config) -> dict[str, Any]:
         "components": {
             "schemas": {"SendRequest": request_schema(config.templates,
                                                       config.server.max_recipients),
-                        "SendResult": _SEND_RESULT,
+                        "SendResult": _SEND_RESULT, "SendQueued": _SEND_QUEUED,
                         "Attempt": _ATTEMPT, "Problem": _PROBLEM_SCHEMA,
                         "Record": _RECORD, "RecordAttempt": _RECORD_ATTEMPT,
                         "RecordPage": _RECORD_PAGE},

@@ -20,11 +20,12 @@ _FINAL = {"sent": "sent", "unknown": "unknown", "rejected": "rejected",
 class Recorder:
     """The router's journal for one message (see :class:`gateway.router.Journal`)."""
 
-    def __init__(self, records: RecordStore, new: NewMessage, *, keep_params: bool) -> None:
+    def __init__(self, records: RecordStore, new: NewMessage, *, keep_params: bool,
+                 created: bool = False) -> None:
         self._records = records
         self._new = new
         self._keep_params = keep_params
-        self._created = False
+        self._created = created  # an outbox message's record exists since it was queued
         self._seq: int | None = None  # the attempt in progress
         self._ended: AttemptEnd | None = None  # how it ended, written with the next step
 
@@ -41,6 +42,11 @@ class Recorder:
         else:
             self._seq = await self._records.attempt_started(self._new.id, provider, self._ended)
         self._ended = None
+
+    @property
+    def ended(self) -> AttemptEnd | None:
+        """How the last attempt ended, not yet written (the outbox writes it with a put-back)."""
+        return self._ended
 
     def after(self, attempt: Attempt) -> None:
         if self._seq is not None:

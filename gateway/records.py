@@ -50,6 +50,9 @@ def view(record: MessageRecord, *, numbers: bool = False) -> dict[str, Any]:
         "deliveries": [{"to": mask(r.number), "status": r.status, "code": r.code, "at": r.at}
                        for r in record.recipients if r.status in _DELIVERED],
         **({"params": record.params} if record.params is not None else {}),
+        # async (SPEC §8): when it expires, and when the outbox tries it next while queued
+        **({"expires_at": record.expires_at, "next_attempt_at": record.next_attempt_at}
+           if record.mode == "async" else {}),
     }
 
 

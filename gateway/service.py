@@ -30,6 +30,7 @@ from gateway.latewrites import LateWrites
 from gateway.limiter import Limiter
 from gateway.metrics import Metrics
 from gateway.observe import Observer
+from gateway.outbox import Outbox
 from gateway.phones import mask
 from gateway.problems import Problem, problem_body
 from gateway.recorder import Recorder
@@ -99,6 +100,9 @@ class Gateway:
         self.listeners: list[Listener] = []
         self.late = LateWrites()  # finished sends' writes, kept while the store is away
         self.cluster: Cluster | None = None  # heartbeats and shared provider state (§11)
+        # Async sends (SPEC §8): queued by dispatch, sent by the outbox's workers.
+        self.outbox = Outbox(self.router, self.observer, wall_clock=wall_clock)
+        self._stop_by: float | None = None  # loop time by which the outbox must have stopped
 
     @property
     def runtime(self) -> Runtime:
@@ -155,9 +159,12 @@ class Gateway:
                 settler = asyncio.create_task(storage_.settling(
                     self._store, lambda: self.runtime.config, self.announce))
                 cluster = asyncio.create_task(self.cluster.run(), name="cluster")
+                self.outbox.start(self._store, lambda: self.runtime.snapshot, storage,
+                                  self.announce)
                 try:
                     yield
                 finally:
+                    await self.outbox.stop(self._outbox_time_left())
                     for task in (settler, cluster):
                         task.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
@@ -191,6 +198,14 @@ class Gateway:
         loop = asyncio.get_running_loop()
         self._cutoff = loop.call_later(max(0.0, timeout - min(0.5, timeout / 2)),
                                        self.router.stop)
+        self.outbox.stop_claiming()
+        self._stop_by = loop.time() + timeout
+
+    def _outbox_time_left(self) -> float:
+        """What is left of ``shutdown_timeout`` for the outbox's in-flight sends."""
+        if self._stop_by is None:  # stopped without a shutdown (tests): no waiting
+            return 0.0
+        return self._stop_by - asyncio.get_running_loop().time()
 
     # -- auth --------------------------------------------------------------------------------
 
@@ -287,9 +302,16 @@ class Gateway:
         available_now(self.store)
         message = Message(uuid.uuid4().hex, tuple(n.e164 for n in send.numbers),
                           send.template.name, send.params)
-        # Limits: counted before any provider is called, or the request is refused (422/429)
+        # Limits: counted before any provider is called, or the request is refused (422/429);
+        # an async send counts at intake (it is admitted to be sent)
         admitted = await self.limiter.admit(self.store, snapshot.config, send, message.id,
                                             caller_id, key)
+        if send.mode == "async":
+            try:
+                return await self.queue(message, send, caller_id, key)
+            except Problem:  # not queued (the store is away): nothing will be sent
+                await self.limiter.refund(self.store, admitted)
+                raise
         recorder = Recorder(self.store.records, NewMessage(
             message.id, caller_id, message.template, message.to, dict(send.params),
             callback_url=send.callback_url, idempotency_key=key),
@@ -320,6 +342,19 @@ class Gateway:
                         outcome.provider, len(refused), len(message.to),
                         ", ".join(f"{mask(n)} {code}" for _, n, code in refused))
         return _reply(message, outcome, attempts, refused)
+
+    async def queue(self, message: Message, send: SendRequest, caller_id: str,
+                    key: str | None) -> Reply:
+        """An async send: written as queued for the outbox, answered 202 once durable."""
+        expires_at = self.wall_clock() + send.ttl
+        await available(self.outbox.enqueue(NewMessage(
+            message.id, caller_id, message.template, message.to, dict(send.params),
+            mode="async", expires_at=expires_at, idempotency_key=key,
+            callback_url=send.callback_url)))
+        log.info("send %s %s: queued (async)", message.id, message.template)
+        return Reply(202, {"id": message.id, "status": "queued", "mode": "async",
+                           "to": list(message.to), "expires_at": expires_at,
+                           "message": "queued"})
 
     async def announce(self, message_id: str, callback_url: str | None) -> None:
         """A message's sending is over, or a receipt moved it: tell the listeners (the status

@@ -81,7 +81,14 @@ def status_document(gateway: Gateway) -> dict[str, Any]:
         "providers": [provider_status(gateway, m) for m in runtime.snapshot.members],
         # this replica, the store's reachability, every replica alive and its breakers (§11)
         "cluster": gateway.cluster.view() if gateway.cluster is not None else None,
+        "outbox": outbox_status(gateway),
     }
+
+
+def outbox_status(gateway: Gateway) -> dict[str, Any]:
+    """The outbox (SPEC §8): depth, oldest age, sending rate, and how many wait because
+    every provider is open; the breaker states say which ones."""
+    return gateway.outbox.status()
 
 
 async def recent_sends(gateway: Gateway, count: int = 15,

@@ -20,8 +20,12 @@ from pydantic import ValidationError
 from gateway.callback_rules import allowed_hosts, url_problem
 from gateway.config import MAX_BODY_BYTES, Config, TemplateConfig
 from gateway.models import FIELDS, ParamValue, SendBody
+from gateway.models_sections import MAX_TTL
 from gateway.phones import Number, normalize
 from gateway.problems import Problem
+from gateway.yamlsrc import parse_duration
+
+DEFAULT_TTL = 3600.0  # an async message's ttl when neither request nor template gives one
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,8 @@ class SendRequest:
     template: TemplateConfig
     params: dict[str, str]
     callback_url: str | None = None  # checked against server.callback_hosts
+    mode: str = "sync"  # async: queued in the outbox (SPEC §8)
+    ttl: float = DEFAULT_TTL  # async: how long it may wait
 
     @property
     def countries(self) -> frozenset[str]:
@@ -164,6 +170,7 @@ def parse_send(body: Any, config: Config) -> SendRequest:
     send = _shape(body)
     raw_numbers, template_name = send.numbers, send.template
     params, errors = _params(send.params)
+    errors += _async_errors(send)
     limit = config.server.max_recipients
     if len(raw_numbers) > limit:
         raise Problem(413, f"{len(raw_numbers)} numbers; at most {limit} per request",
@@ -193,4 +200,31 @@ def parse_send(body: Any, config: Config) -> SendRequest:
         raise Problem(422, "the message cannot be sent as given; see 'errors'",
                       slug="unprocessable", errors=errors)
     ordered = {p: params[p] for p in template.params}
-    return SendRequest(tuple(numbers.values()), template, ordered, send.callback_url)
+    ttl = _ttl(send.ttl) if send.ttl is not None else template.ttl or DEFAULT_TTL
+    return SendRequest(tuple(numbers.values()), template, ordered, send.callback_url,
+                       send.mode or template.mode, ttl)
+
+
+def _async_errors(send: SendBody) -> list[dict[str, str]]:
+    """What is wrong with ``mode`` and ``ttl`` (SPEC §8), as 422 errors naming the field."""
+    errors = []
+    if send.mode is not None and send.mode not in ("sync", "async"):
+        errors.append({"field": "mode", "message": "must be 'sync' or 'async'"})
+    if send.ttl is not None:
+        try:
+            _ttl(send.ttl)
+        except ValueError as exc:
+            errors.append({"field": "ttl", "message": str(exc)})
+    return errors
+
+
+def _ttl(value: Any) -> float:
+    """A ttl in seconds: "10m", "2h", or a number of seconds, above 0 and at most 72h."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("must be a duration such as 10m or 2h, or a number of seconds")
+    seconds = parse_duration(value)  # its ValueError says what is wrong
+    if math.isnan(seconds) or seconds > MAX_TTL:
+        raise ValueError("must be at most 72h")
+    if seconds <= 0:
+        raise ValueError("must be above zero")
+    return seconds

@@ -139,6 +139,20 @@ Index("ix_unmatched_receipts_received", unmatched_receipts.c.received_at)
 
 # -- outbox (SPEC §8; migration r0002) ------------------------------------------------------
 
+# How often the outbox put a message back after a failure (its backoff's exponent), and why a
+# queued message waits: "backoff" or "providers_open" (every provider's breaker is open).
+messages.append_column(Column("retries", Integer, nullable=False, server_default=text("0")))
+messages.append_column(Column("waiting", String(16)))
+# Async messages not yet final: expiry, depth, oldest and "waiting for providers" read these
+# instead of scanning a deep queue (gateway/store/outbox.py names them in INDEXED BY).
+_QUEUED = text("status IN ('queued', 'sending') AND next_attempt_at IS NOT NULL")
+Index("ix_messages_outbox_expires", messages.c.expires_at,
+      sqlite_where=_QUEUED, postgresql_where=_QUEUED)
+Index("ix_messages_outbox_created", messages.c.created_at,
+      sqlite_where=_QUEUED, postgresql_where=_QUEUED)
+Index("ix_messages_outbox_waiting", messages.c.waiting,
+      sqlite_where=_QUEUED, postgresql_where=_QUEUED)
+
 # -- status callbacks (SPEC §8; migration r0003) ----------------------------------------------
 
 # Callbacks waiting to be POSTed: a row per (message, event), deleted once delivered or given

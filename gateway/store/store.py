@@ -23,6 +23,7 @@ from gateway.store.idempotency import DEFAULT_TTL, Idempotency
 from gateway.store.interrupted import Settled, settle, settle_interrupted
 from gateway.store.limits import LimitCounts
 from gateway.store.migrate import upgrade_connection
+from gateway.store.outbox import OutboxStore
 from gateway.store.provider_state import ProviderStates
 from gateway.store.receipts import ReceiptStore
 from gateway.store.records import RecordStore
@@ -50,6 +51,7 @@ class Store:
         self.receipts = ReceiptStore(db)
         self.replicas = ReplicaTable(db)
         self.signals = Signals(target, db)
+        self.outbox = OutboxStore(db)
         # The file as opened: if it is moved or deleted, SQLite goes on writing to the old
         # inode and every later write would vanish with it, so check() compares.
         self._inode = _inode(target.path) if target.path else None
