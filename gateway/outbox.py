@@ -10,9 +10,15 @@ counts the queue (depth, oldest, waiting for providers) for ``/status`` and ``/m
 Crash safety comes from the store: every attempt is written as started before its call, and a
 claim whose lease ran out is due again (its unfinished attempt makes it ``unknown``). On
 SIGTERM the workers stop claiming, in-flight sends get ``shutdown_timeout`` and every lease
-still held is released. Wake-ups: :meth:`Outbox.enqueued` on every enqueue (in-process; the
-hook for PostgreSQL ``NOTIFY``), :meth:`Outbox.wake` for a ``LISTEN`` handler, polling every
-second as the fallback.
+still held is released.
+
+Wake-ups: :meth:`Outbox.enqueued` on every enqueue wakes this process's claim loop and, on
+PostgreSQL, NOTIFYs channel ``outbox`` so every other replica's claim loop looks now
+(:meth:`Outbox.wake`, called by its LISTEN handler). The NOTIFYs are coalesced: at most one is
+being written at a time, and one more follows it if anything was queued meanwhile, at least
+NOTIFY_GAP apart; so a burst of enqueues costs a handful of NOTIFYs, and every enqueue is
+followed by a NOTIFY written after it committed. A notification is a hint: polling every second
+stays the fallback (and the only cross-process way on SQLite).
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ log = logging.getLogger(__name__)
 POLL = 1.0  # seconds between looks at the queue when no wake-up comes
 TEND_EVERY = 2.0  # expiry and the depth/oldest numbers
 RATE_WINDOW = 60.0  # the sending rate is over the last minute
+CHANNEL = "outbox"  # NOTIFYed (PostgreSQL) after enqueues; payload: the sender's owner id
+NOTIFY_GAP = 0.005  # seconds at least between two NOTIFYs of one process
 EXPIRE_BATCH = 500
 
 
@@ -66,6 +74,10 @@ class Outbox:
         self._claiming = False
         self._sent: collections.deque[float] = collections.deque()
         self.numbers = OutboxNumbers()
+        self._notifier: asyncio.Task[None] | None = None  # the NOTIFY being written, if any
+        self._notify_again = False  # something was queued since that NOTIFY began
+        self.notified = 0  # NOTIFYs written (coalesced enqueues)
+        self.woken_by_others = 0  # notifications from other processes' enqueues
 
     # -- life --------------------------------------------------------------------------------
 
@@ -80,6 +92,7 @@ class Outbox:
         if storage.workers == 0:  # an intake-only process: others send what it queues
             return
         self._claiming = True
+        store.listen(CHANNEL, self._on_notification)
         self._tasks += [asyncio.create_task(self._claim_loop(), name="outbox-claims"),
                         asyncio.create_task(self._renew_loop(), name="outbox-leases")]
 
@@ -95,6 +108,9 @@ class Outbox:
         self._ready.clear()  # never started: release() below gives them back
         if self._inflight:
             await asyncio.wait(list(self._inflight.values()), timeout=max(0.0, timeout))
+        if self._notifier is not None:
+            self._tasks.append(self._notifier)
+            self._notifier = None
         for task in [*self._inflight.values(), *self._tasks]:
             task.cancel()
         for task in [*self._inflight.values(), *self._tasks]:
@@ -118,9 +134,30 @@ class Outbox:
         self._wake.set()
 
     def enqueued(self) -> None:
-        """A message was queued here: the hook for telling other processes (PostgreSQL
-        ``NOTIFY``); in-process, a wake-up."""
+        """A message was queued here: wake this process's claim loop and (PostgreSQL) tell the
+        other replicas, coalesced (see the module's doc)."""
         self.wake()
+        store = self._store
+        if store is None or not store.signals.relayed:
+            return
+        self._notify_again = True
+        if self._notifier is None or self._notifier.done():
+            self._notifier = asyncio.create_task(self._notifying(store), name="outbox-notify")
+
+    async def _notifying(self, store: Store) -> None:
+        while self._notify_again:
+            self._notify_again = False  # what is queued from here on gets another NOTIFY
+            try:
+                await store.notify(CHANNEL, self.owner)
+                self.notified += 1
+            except StoreError:
+                pass  # a hint only: the others' polling finds the message; health logs it
+            await asyncio.sleep(NOTIFY_GAP)
+
+    def _on_notification(self, payload: str) -> None:
+        if payload != self.owner:  # our own enqueues woke us already
+            self.woken_by_others += 1
+            self.wake()
 
     async def enqueue(self, new: NewMessage) -> None:
         """Write ``new`` as queued (durably: a StoreError means it was not accepted)."""
@@ -141,6 +178,8 @@ class Outbox:
             "claimed_ahead": len(self._ready),
             "workers": self._storage.workers,
             "sending_per_second": round(len(self._sent) / RATE_WINDOW, 2),
+            "notified": self.notified,
+            "woken_by_others": self.woken_by_others,
         }
 
     def _trim(self, now: float) -> None:

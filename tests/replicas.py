@@ -26,7 +26,7 @@ from gatewayproc import Gateway, running
 from sqlalchemy.engine import make_url
 from store.conftest import PG_DEFAULT, PgServer, admin, require
 
-from bench.configs import gateway_config, provider
+from bench.configs import gateway_config, provider, render
 from gateway.emulators import EmulatorServer, start_emulators
 
 FIXTURES = ("replica_server_fixture", "replica_db_fixture", "replicas_fixture")
@@ -64,21 +64,24 @@ def via_port(url: str, port: int) -> str:
 
 
 def replica_config(store_url: str, emulators: Mapping[str, EmulatorServer],
-                   **server: Any) -> str:
+                   sections: Mapping[str, Any] | None = None, **server: Any) -> str:
     """A config for one replica: both emulated providers (aliyun first), the store at
-    ``store_url``, console logging only."""
+    ``store_url``, console logging only. ``sections``: ``storage`` keys added to the store's,
+    any other top-level section (``limits``, ``receipts``) appended."""
+    extra = dict(sections or {})
+    storage = {"url": store_url, **extra.pop("storage", {})}
     return gateway_config(
         server={"api_keys": [], "shutdown_timeout": "3s", **server},
         logging={"level": "INFO", "file": None},
         defaults={"region": "CN", "timeout": "5s", "deadline": "15s"},
-        templates=("verify_code",),
-        storage={"url": store_url},
+        templates=("verify_code", "notice"),
+        storage=storage,
         providers=[
             provider("aliyun", priority=1, endpoint=emulators["aliyun"].url, inline=True,
-                     templates=("verify_code",)),
+                     templates=("verify_code", "notice")),
             provider("huawei", priority=2, endpoint=emulators["huawei"].url, inline=True,
-                     templates=("verify_code",)),
-        ])
+                     templates=("verify_code", "notice")),
+        ]) + (render(extra) if extra else "")
 
 
 @dataclass
@@ -126,16 +129,19 @@ class Replicas:
 
 @contextlib.asynccontextmanager
 async def two_replicas(tmp_path: Path, store_urls: Sequence[str], *args: str,
+                       sections: Sequence[Mapping[str, Any]] = (),
                        **server: Any) -> AsyncIterator[Replicas]:
     """One gateway process per URL in ``store_urls`` (the same database, possibly through
-    different proxies), all on the same emulators; stopped (SIGTERM) afterwards."""
+    different proxies), all on the same emulators; stopped (SIGTERM) afterwards.
+    ``sections[i]``: more config for replica ``i`` (see :func:`replica_config`)."""
     emulators = await start_emulators(kinds=("aliyun", "huawei"))
     try:
         async with contextlib.AsyncExitStack() as stack:
             gateways, consoles = [], []
             for index, url in enumerate(store_urls):
                 config = tmp_path / f"replica{index}.yaml"
-                config.write_text(replica_config(url, emulators, **server))
+                more = sections[index] if index < len(sections) else None
+                config.write_text(replica_config(url, emulators, more, **server))
                 console = tmp_path / f"replica{index}.log"
                 consoles.append(console)
                 gateways.append(await stack.enter_async_context(
