@@ -222,7 +222,8 @@ def test_every_problem_status_has_its_own_exception() -> None:
     assert type(error_for(418, None, {})) is SmsError
 
 
-LIMITED_CONFIG = TEST_CONFIG + "limits:\n  - {per: number, template: verify_code, max: 1, window: 1m}\n"
+LIMITED_CONFIG = (TEST_CONFIG
+                  + "limits:\n  - {per: number, template: verify_code, max: 1, window: 1m}\n")
 
 
 async def test_an_async_send_is_a_queued_result_then_its_record_ends_sent(
