@@ -123,6 +123,12 @@ async def test_server_rendered_page_works_without_javascript(
         "aliyun", "huawei"]
     await expect(page.get_by_test_id("emulated-banner")).to_contain_text(
         "emulated: nothing is delivered")
+    callbacks = page.get_by_test_id("callbacks")  # next to the Outbox tile
+    await expect(callbacks).to_contain_text("0 queued")
+    await expect(callbacks).to_contain_text("0 in flight")
+    await expect(callbacks).to_contain_text("off: no server.callback_hosts")
+    next_to_outbox = page.locator('[data-testid="outbox"] + [data-testid="callbacks"]')
+    await expect(next_to_outbox).to_have_count(1)
     await expect(breaker(page, "aliyun")).to_have_text("closed")
     await expect(breaker(page, "huawei")).to_have_text("closed")
     # The emulator menu needs JavaScript: hidden and inert without it, the mode shown as text.
