@@ -346,3 +346,19 @@ async def test_delivery_ratio_and_charts_show_with_and_without_javascript(
                                                                   timeout=LIVE_TIMEOUT_MS)
     await expect(live.get_by_test_id("chart-aliyun-3").locator("svg")).to_have_count(1)
     await live.screenshot(path=tmp_path / "dashboard-delivery.png", full_page=True)
+
+
+async def test_summary_tiles_fill_even_rows(make_gateway: MakeGateway, browser: Browser) -> None:
+    """Six tiles: one row on a laptop, rows of three on a tablet, two on a small one (never a
+    lone tile on a row of its own, as the Process tile was once Callbacks joined), one on a
+    narrow phone."""
+    gw = await make_gateway()
+    for viewport, per_row in ((WIDE, 6), ({"width": 1000, "height": 900}, 3),
+                              ({"width": 600, "height": 900}, 2), (PHONE, 1)):
+        page = await open_dashboard(browser, gw, javascript=False, viewport=viewport)
+        tiles = page.locator(".tiles > .tile")
+        await expect(tiles).to_have_count(6)
+        tops = [box["y"] for box in [await t.bounding_box() for t in await tiles.all()] if box]
+        rows = [tops.count(top) for top in sorted(set(tops))]
+        assert rows == [per_row] * (6 // per_row), (viewport, rows)
+        await page.context.close()
