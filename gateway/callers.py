@@ -8,13 +8,16 @@ goes to stderr), 2 usage, 3 the outcome is unknown (it may have been sent: do no
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from gateway.client import SmsClient, SmsError, TransportError
+# The asyncio client: aiohttp is in the base install, requests (SmsClient) only in the extra.
+from gateway.client.aio import AsyncSmsClient
+from gateway.client.errors import SmsError, TransportError
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 EXIT_REFUSED, EXIT_USAGE, EXIT_UNKNOWN, EXIT_UNREACHABLE = 1, 2, 3, 4
@@ -55,12 +58,16 @@ def main(argv: list[str]) -> int:
     """Run ``send`` or ``status``; returns the exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
-    with SmsClient(args.url, args.api_key, timeout=args.timeout) as client:
+    params = _params(parser, args.param) if args.command == "send" else {}
+    return asyncio.run(_run(args, params))
+
+
+async def _run(args: argparse.Namespace, params: dict[str, str]) -> int:
+    async with AsyncSmsClient(args.url, args.api_key, timeout=args.timeout) as client:
         try:
             if args.command == "send":
-                params = _params(parser, args.param)
-                return _send(client, args, params)
-            return _status(client, args)
+                return await _send(client, args, params)
+            return await _status(client, args)
         except TransportError as exc:
             print(f"sms-gateway: cannot reach {args.url}: {exc}", file=sys.stderr)
             return EXIT_UNKNOWN if exc.maybe_sent and args.command == "send" \
@@ -79,10 +86,11 @@ def _params(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, str]
     return params
 
 
-def _send(client: SmsClient, args: argparse.Namespace, params: dict[str, str]) -> int:
+async def _send(client: AsyncSmsClient, args: argparse.Namespace,
+                params: dict[str, str]) -> int:
     to = [number.strip() for item in args.to for number in item.split(",") if number.strip()]
-    answer = client.send(to, args.template, params, idempotency_key=args.idempotency_key,
-                         mode=args.mode, ttl=args.ttl, callback_url=args.callback_url)
+    answer = await client.send(to, args.template, params, idempotency_key=args.idempotency_key,
+                               mode=args.mode, ttl=args.ttl, callback_url=args.callback_url)
     if args.json:
         print(json.dumps(answer, indent=2))
     elif answer.get("status") == "sent":
@@ -115,15 +123,15 @@ def _refused(error: SmsError, as_json: bool) -> int:
     return EXIT_REFUSED
 
 
-def _status(client: SmsClient, args: argparse.Namespace) -> int:
+async def _status(client: AsyncSmsClient, args: argparse.Namespace) -> int:
     if args.id:
-        record = client.get(args.id)
+        record = await client.get(args.id)
         if args.json:
             print(json.dumps(record, indent=2))
         else:
             render_record(record, sys.stdout)
         return 0
-    document = client.status()
+    document = await client.status()
     if args.json:
         print(json.dumps(document, indent=2))
         return 0

@@ -133,3 +133,16 @@ async def test_a_callback_url_is_passed_on(gw: Harness) -> None:
     code, _out, err = await run(gw, "send", "--to", NUMBER, "--template", "verify_code",
                                 "--param", "code=1", "--callback-url", "http://h.test/x")
     assert code == 1 and "callback_url" in err
+
+
+async def test_the_cli_needs_only_the_base_install(gw: Harness, tmp_path: Path) -> None:
+    """``make run`` installs no ``requests`` (the ``client`` extra): send and status still work."""
+    blocker = tmp_path / "requests"
+    blocker.mkdir()
+    (blocker / "__init__.py").write_text("raise ImportError('requests is not installed')\n")
+    env = {"PYTHONPATH": str(tmp_path)}
+    code, out, err = await run(gw, "send", "--to", NUMBER, "--template", "verify_code",
+                               "--param", "code=1", env=env)
+    assert (code, err) == (0, "") and out.startswith("sent via aliyun")
+    code, out, err = await run(gw, "status", env=env)
+    assert (code, err) == (0, "") and "aliyun" in out
