@@ -111,8 +111,11 @@ def _refused(error: SmsError, as_json: bool) -> int:
     if as_json and error.problem:
         print(json.dumps(error.problem, indent=2))
     print(f"sms-gateway: {error}", file=sys.stderr)
-    for item in error.problem.get("errors") or ():
+    items = error.problem.get("errors") or ()
+    for item in items:
         if isinstance(item, dict) and item.get("limit"):
+            if len(items) == 1:
+                continue  # the detail line above already says it
             print(f"  limit {item['limit']} for {item.get('to', '')}: {item.get('message', '')}",
                   file=sys.stderr)
             continue
@@ -165,8 +168,9 @@ def render_record(record: dict[str, Any], out: TextIO) -> None:
     if record.get("provider"):
         out.write(f"  provider {record['provider']}, provider id "
                   f"{record.get('provider_message_id') or '-'}\n")
+    waiting = record.get("status") in ("queued", "sending")
     for key in ("error", "next_attempt_at", "expires_at"):
-        value = record.get(key)
+        value = record.get(key) if waiting or key == "error" else None
         if value is not None:
             when = datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds") \
                 if isinstance(value, int | float) else value

@@ -110,6 +110,7 @@ async def test_async_send_is_queued_then_status_shows_its_record(gw: Harness) ->
     assert (code, err) == (0, "")
     assert out.startswith(f"{message_id}: sent (notice, async)")
     assert "provider aliyun" in out and "deliveries: none reported yet" in out
+    assert "expires at" not in out  # only while it waits
     assert NUMBER not in out
 
 
@@ -125,8 +126,9 @@ async def test_a_limit_refusal_names_the_rule_and_the_wait(make_gateway: MakeGat
     assert (await run(gw, *args))[0] == 0
     code, out, err = await run(gw, *args)
     assert (code, out) == (1, "")
-    assert "429" in err and "limit number:verify_code:1/1m for +86138******00" in err
-    assert "retry after " in err
+    assert err.splitlines()[0] == ("sms-gateway: 429: limit number:verify_code:1/1m reached for "
+                                   "+86138******00: at most 1 per 1m per number")
+    assert len(err.splitlines()) == 2 and err.splitlines()[1].startswith("  retry after ")
 
 
 async def test_a_callback_url_is_passed_on(gw: Harness) -> None:
