@@ -48,9 +48,9 @@ class Api:
 
             self.aio = AsyncSmsClient(base_url, api_key, sleep=record, **options)
 
-    async def __call__(self, method: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    async def __call__(self, method: str, *args: Any, **kwargs: Any) -> Any:
         if self.kind == "sync":
-            result: dict[str, Any] = await asyncio.to_thread(
+            result: Any = await asyncio.to_thread(
                 getattr(self.sync, method), *args, **kwargs)
             return result
         result = await getattr(self.aio, method)(*args, **kwargs)

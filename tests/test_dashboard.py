@@ -353,8 +353,10 @@ async def test_summary_tiles_fill_even_rows(make_gateway: MakeGateway, browser: 
     lone tile on a row of its own, as the Process tile was once Callbacks joined), one on a
     narrow phone."""
     gw = await make_gateway()
-    for viewport, per_row in ((WIDE, 6), ({"width": 1000, "height": 900}, 3),
-                              ({"width": 600, "height": 900}, 2), (PHONE, 1)):
+    sizes: list[tuple[ViewportSize, int]] = [
+        (WIDE, 6), ({"width": 1000, "height": 900}, 3), ({"width": 600, "height": 900}, 2),
+        (PHONE, 1)]
+    for viewport, per_row in sizes:
         page = await open_dashboard(browser, gw, javascript=False, viewport=viewport)
         tiles = page.locator(".tiles > .tile")
         await expect(tiles).to_have_count(6)
