@@ -29,7 +29,7 @@ from gateway.client import (
     Unavailable,
     Unprocessable,
 )
-from gateway.client.policy import SendResult
+from gateway.client.policy import SendAnswer
 
 API_KEY = "client-test-key"
 
@@ -231,7 +231,7 @@ async def test_an_async_send_is_a_queued_result_then_its_record_ends_sent(
     api = make_api(url_of(gw))
     queued = await api("send", NUMBER, "notice", {"name": "Li", "time": "9"}, mode="async",
                        ttl="10m")
-    assert isinstance(queued, SendResult) and queued.queued and not queued.sent
+    assert isinstance(queued, SendAnswer) and queued.queued and not queued.sent
     assert queued["status"] == "queued" and queued.id and queued["expires_at"]
     for _ in range(200):
         record = await api("get", queued.id)
@@ -242,7 +242,7 @@ async def test_an_async_send_is_a_queued_result_then_its_record_ends_sent(
     assert record["deliveries"] == []  # no receipt yet: the emulators here send none
     assert gw.accepted("aliyun", queued.id) == 1
     sync = await api("send", NUMBER, "notice", {"name": "Li", "time": "9"}, mode="sync")
-    assert isinstance(sync, SendResult) and sync.sent and sync.status == "sent"
+    assert isinstance(sync, SendAnswer) and sync.sent and sync.status == "sent"
 
 
 async def test_a_bad_ttl_and_an_unlisted_callback_url_are_422s_naming_the_field(

@@ -5,7 +5,7 @@ Both retry only what the API says is safe to repeat: a refused connection (nothi
 open), and, when the send carries an ``Idempotency-Key``, a timeout or a dropped connection too
 (the repeat is answered from the first result). Everything else raises a typed :class:`SmsError`
 (a 429 from the gateway's own limits: :class:`LimitReached`, with ``rule`` and ``retry_after``).
-A send returns a :class:`SendResult`: ``sent``, ``queued`` (202, async) or ``unknown``.
+A send returns a :class:`SendAnswer`: ``sent``, ``queued`` (202, async) or ``unknown``.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ from gateway.client.errors import (
     UnsupportedMediaType,
     error_for,
 )
-from gateway.client.policy import SendResult
+from gateway.client.policy import SendAnswer
 
 if TYPE_CHECKING:
     from gateway.client.sync import SmsClient
 
 __all__ = [
     "AsyncSmsClient", "BadRequest", "Conflict", "Forbidden", "LimitReached", "NotFound",
-    "PayloadTooLarge", "RateLimited", "SendFailed", "SendResult", "SmsClient", "SmsError",
+    "PayloadTooLarge", "RateLimited", "SendFailed", "SendAnswer", "SmsClient", "SmsError",
     "TransportError", "Unauthorized", "Unavailable", "Unprocessable", "UnsupportedMediaType",
     "error_for",
 ]

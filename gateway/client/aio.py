@@ -14,7 +14,7 @@ from gateway.client.policy import (
     DEFAULT_TIMEOUT,
     Mode,
     Retry,
-    SendResult,
+    SendAnswer,
     list_query,
     send_body,
 )
@@ -50,7 +50,7 @@ class AsyncSmsClient:
     async def send(self, to: str | list[str], template: str,
                    params: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
                    mode: Mode | None = None, ttl: str | float | None = None,
-                   callback_url: str | None = None) -> SendResult:
+                   callback_url: str | None = None) -> SendAnswer:
         """Send; returns the 200/202 answer (``status``: sent, unknown or queued).
 
         ``mode="async"`` queues it (202 ``queued``; ``ttl`` such as ``"10m"`` bounds the wait),
@@ -58,7 +58,7 @@ class AsyncSmsClient:
         """
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         body = send_body(to, template, params, mode, ttl, callback_url)
-        return SendResult(await self._call("POST", "/sms", json=body, headers=headers,
+        return SendAnswer(await self._call("POST", "/sms", json=body, headers=headers,
                                            repeatable=bool(idempotency_key)))
 
     async def get(self, message_id: str) -> dict[str, Any]:

@@ -33,7 +33,7 @@ class Retry:
         return None if wait is None or wait > self.max_wait else wait
 
 
-class SendResult(dict[str, Any]):
+class SendAnswer(dict[str, Any]):
     """A 200 or 202 answer to ``POST /sms``: the JSON as a dict, plus what callers test.
 
     ``status`` is ``sent``, ``queued`` (async: accepted, sent later; follow it with ``get``) or

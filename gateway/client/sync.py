@@ -14,7 +14,7 @@ from gateway.client.policy import (
     DEFAULT_TIMEOUT,
     Mode,
     Retry,
-    SendResult,
+    SendAnswer,
     list_query,
     send_body,
 )
@@ -47,7 +47,7 @@ class SmsClient:
 
     def send(self, to: str | list[str], template: str, params: Mapping[str, Any] | None = None,
              idempotency_key: str | None = None, mode: Mode | None = None,
-             ttl: str | float | None = None, callback_url: str | None = None) -> SendResult:
+             ttl: str | float | None = None, callback_url: str | None = None) -> SendAnswer:
         """Send; returns the 200/202 answer (``status``: sent, unknown or queued).
 
         ``mode="async"`` queues it (202 ``queued``; ``ttl`` such as ``"10m"`` bounds the wait),
@@ -55,7 +55,7 @@ class SmsClient:
         """
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         body = send_body(to, template, params, mode, ttl, callback_url)
-        return SendResult(self._call("POST", "/sms", json=body, headers=headers,
+        return SendAnswer(self._call("POST", "/sms", json=body, headers=headers,
                                      repeatable=bool(idempotency_key)))
 
     def get(self, message_id: str) -> dict[str, Any]:
