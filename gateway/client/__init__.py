@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AsyncSmsClient", "BadRequest", "Conflict", "Forbidden", "LimitReached", "NotFound",
-    "PayloadTooLarge", "RateLimited", "SendFailed", "SendAnswer", "SmsClient", "SmsError",
+    "PayloadTooLarge", "RateLimited", "SendAnswer", "SendFailed", "SmsClient", "SmsError",
     "TransportError", "Unauthorized", "Unavailable", "Unprocessable", "UnsupportedMediaType",
     "error_for",
 ]
