@@ -24,6 +24,8 @@ from providers.base import Secret
 
 MAX_URL = 2048  # characters; longer is refused before it is parsed
 NOT_LISTED = "its host is not in server.callback_hosts"
+NONE_LISTED = ("status callbacks are off: server.callback_hosts is empty (list this URL's host "
+               "there)")
 PRIVATE = ("points at a private or loopback address: list its host exactly in "
            "server.callback_hosts to allow it")
 METADATA = "points at a link-local or cloud metadata address: refused"
@@ -114,6 +116,8 @@ def url_problem(url: str, hosts: CallbackHosts) -> str | None:
         return METADATA
     if hosts.matches(host):
         return None if hosts.listed(host) or is_public(host, address) else PRIVATE
+    if not hosts.exact and not hosts.suffixes:
+        return NONE_LISTED
     return NOT_LISTED if is_public(host, address) else PRIVATE
 
 

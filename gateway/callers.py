@@ -8,12 +8,16 @@ goes to stderr), 2 usage, 3 the outcome is unknown (it may have been sent: do no
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from gateway.client import SmsClient, SmsError, TransportError
+# The asyncio client: aiohttp is in the base install, requests (SmsClient) only in the extra.
+from gateway.client.aio import AsyncSmsClient
+from gateway.client.errors import SmsError, TransportError
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 EXIT_REFUSED, EXIT_USAGE, EXIT_UNKNOWN, EXIT_UNREACHABLE = 1, 2, 3, 4
@@ -36,9 +40,16 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--template", required=True)
     send.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     send.add_argument("--async", dest="mode", action="store_const", const="async",
-                      default="sync", help="queue it and return at once (202 queued)")
+                      default=None, help="queue it and return at once (202 queued)")
+    send.add_argument("--sync", dest="mode", action="store_const", const="sync",
+                      help="wait for the provider even when the template says async")
+    send.add_argument("--ttl", help="async: give up if not sent within it (10m, 2h, seconds)")
+    send.add_argument("--callback-url", help="POSTed the record when sending is over "
+                      "(its host must be in server.callback_hosts)")
     send.add_argument("--idempotency-key", help="repeating the command with it never resends")
-    status = commands.add_parser("status", parents=[common], help="providers and breakers")
+    status = commands.add_parser("status", parents=[common],
+                                 help="providers and breakers, or one message's record")
+    status.add_argument("id", nargs="?", help="a message id: show its record and deliveries")
     status.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     return parser
 
@@ -47,12 +58,16 @@ def main(argv: list[str]) -> int:
     """Run ``send`` or ``status``; returns the exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
-    with SmsClient(args.url, args.api_key, timeout=args.timeout) as client:
+    params = _params(parser, args.param) if args.command == "send" else {}
+    return asyncio.run(_run(args, params))
+
+
+async def _run(args: argparse.Namespace, params: dict[str, str]) -> int:
+    async with AsyncSmsClient(args.url, args.api_key, timeout=args.timeout) as client:
         try:
             if args.command == "send":
-                params = _params(parser, args.param)
-                return _send(client, args, params)
-            return _status(client, args)
+                return await _send(client, args, params)
+            return await _status(client, args)
         except TransportError as exc:
             print(f"sms-gateway: cannot reach {args.url}: {exc}", file=sys.stderr)
             return EXIT_UNKNOWN if exc.maybe_sent and args.command == "send" \
@@ -71,10 +86,11 @@ def _params(parser: argparse.ArgumentParser, pairs: list[str]) -> dict[str, str]
     return params
 
 
-def _send(client: SmsClient, args: argparse.Namespace, params: dict[str, str]) -> int:
+async def _send(client: AsyncSmsClient, args: argparse.Namespace,
+                params: dict[str, str]) -> int:
     to = [number.strip() for item in args.to for number in item.split(",") if number.strip()]
-    answer = client.send(to, args.template, params, idempotency_key=args.idempotency_key,
-                         mode=args.mode)
+    answer = await client.send(to, args.template, params, idempotency_key=args.idempotency_key,
+                               mode=args.mode, ttl=args.ttl, callback_url=args.callback_url)
     if args.json:
         print(json.dumps(answer, indent=2))
     elif answer.get("status") == "sent":
@@ -83,7 +99,8 @@ def _send(client: SmsClient, args: argparse.Namespace, params: dict[str, str]) -
         for refused in answer.get("refused") or ():
             print(f"  refused {refused.get('to')}: {refused.get('error')}")
     elif answer.get("status") == "queued":
-        print(f"queued: id {answer.get('id')}")
+        print(f"queued: id {answer.get('id')} (follow it with: sms-gateway status "
+              f"{answer.get('id')})")
     else:
         print(f"{answer.get('status')}: id {answer.get('id')} (it may have been sent; "
               f"check with GET /sms/{answer.get('id')} before sending again)")
@@ -94,7 +111,14 @@ def _refused(error: SmsError, as_json: bool) -> int:
     if as_json and error.problem:
         print(json.dumps(error.problem, indent=2))
     print(f"sms-gateway: {error}", file=sys.stderr)
-    for item in error.problem.get("errors") or ():
+    items = error.problem.get("errors") or ()
+    for item in items:
+        if isinstance(item, dict) and item.get("limit"):
+            if len(items) == 1:
+                continue  # the detail line above already says it
+            print(f"  limit {item['limit']} for {item.get('to', '')}: {item.get('message', '')}",
+                  file=sys.stderr)
+            continue
         print(f"  {item.get('field', '')}: {item.get('message', item)}"
               if isinstance(item, dict) else f"  {item}", file=sys.stderr)
     if error.retry_after is not None:
@@ -102,8 +126,15 @@ def _refused(error: SmsError, as_json: bool) -> int:
     return EXIT_REFUSED
 
 
-def _status(client: SmsClient, args: argparse.Namespace) -> int:
-    document = client.status()
+async def _status(client: AsyncSmsClient, args: argparse.Namespace) -> int:
+    if args.id:
+        record = await client.get(args.id)
+        if args.json:
+            print(json.dumps(record, indent=2))
+        else:
+            render_record(record, sys.stdout)
+        return 0
+    document = await client.status()
     if args.json:
         print(json.dumps(document, indent=2))
         return 0
@@ -128,6 +159,28 @@ def render_status(document: dict[str, Any], out: TextIO, colour: bool) -> None:
         if colour and index and state in _COLOURS:
             cells[3] = f"\x1b[{_COLOURS[state]}m{cells[3]}\x1b[0m"
         out.write("  ".join(cells).rstrip() + "\n")
+
+
+def render_record(record: dict[str, Any], out: TextIO) -> None:
+    """One message: its status, where it went, and each number's delivery (receipts)."""
+    out.write(f"{record.get('id')}: {record.get('status')} ({record.get('template')}, "
+              f"{record.get('mode', 'sync')})\n")
+    if record.get("provider"):
+        out.write(f"  provider {record['provider']}, provider id "
+                  f"{record.get('provider_message_id') or '-'}\n")
+    waiting = record.get("status") in ("queued", "sending")
+    for key in ("error", "next_attempt_at", "expires_at"):
+        value = record.get(key) if waiting or key == "error" else None
+        if value is not None:
+            when = datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds") \
+                if isinstance(value, int | float) else value
+            out.write(f"  {key.replace('_', ' ')}: {when}\n")
+    deliveries = record.get("deliveries") or []
+    if not deliveries:
+        out.write("  deliveries: none reported yet\n")
+    for delivery in deliveries:
+        code = f" ({delivery['code']})" if delivery.get("code") else ""
+        out.write(f"  {delivery.get('to')}: {delivery.get('status')}{code}\n")
 
 
 def _row(provider: dict[str, Any]) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway import charts
 from gateway.config import Config
 from gateway.emulators.state import MODES
-from gateway.keys import gateway_key
+from gateway.keys import callbacks_key, gateway_key
 from gateway.problems import Problem
 from gateway.status import recent_sends, status_document
 from gateway.store import STATUSES
@@ -100,8 +100,12 @@ async def dashboard(request: web.Request) -> web.Response:
     if shown is not None and shown not in STATUSES:
         raise Problem(400, f"status must be one of {', '.join(LIFECYCLE)}", slug="invalid-query",
                       field="status")
+    document = status_document(gateway)
+    sender = request.app.get(callbacks_key)  # what /status calls "callbacks" (handlers.status)
+    document["callbacks"] = sender.status() if sender is not None else None
+    document["callbacks_on"] = bool(gateway.runtime.config.server.callback_hosts)
     context: dict[str, Any] = {
-        "status": status_document(gateway),
+        "status": document,
         "recent": await recent_sends(gateway, status=shown),
         "status_filter": shown,
         "statuses": LIFECYCLE,

@@ -190,6 +190,9 @@ async def test_a_callback_url_of_the_wrong_type_is_a_400(gw_callbacks: Harness,
 async def test_without_callback_hosts_every_callback_url_is_refused(gw: Harness) -> None:
     status, problem = await send(gw, "https://hooks.example.com/x")
     assert status == 422 and problem["errors"][0]["field"] == "callback_url"
+    # Said as what it is: callbacks are off, not "this host" is wrong.
+    assert problem["errors"][0]["message"] == (
+        "status callbacks are off: server.callback_hosts is empty (list this URL's host there)")
 
 
 def test_the_host_rules() -> None:

@@ -94,3 +94,57 @@ def test_render_status_pads_columns_and_colours_states() -> None:
     text = out.getvalue()
     assert "NOT READY" in text
     assert "\x1b[90mdisabled\x1b[0m" in text and "12.5" in text and "20003" in text
+
+
+async def test_async_send_is_queued_then_status_shows_its_record(gw: Harness) -> None:
+    code, out, err = await run(gw, "send", "--to", NUMBER, "--template", "notice", "--param",
+                               "name=A", "--param", "time=9", "--async", "--ttl", "10m")
+    assert (code, err) == (0, "")
+    assert out.startswith("queued: id ") and "sms-gateway status " in out
+    message_id = out.split()[2]
+    for _ in range(200):
+        if (await (await gw.client.get(f"/sms/{message_id}")).json())["status"] == "sent":
+            break
+        await asyncio.sleep(0.02)
+    code, out, err = await run(gw, "status", message_id)
+    assert (code, err) == (0, "")
+    assert out.startswith(f"{message_id}: sent (notice, async)")
+    assert "provider aliyun" in out and "deliveries: none reported yet" in out
+    assert "expires at" not in out  # only while it waits
+    assert NUMBER not in out
+
+
+async def test_status_of_an_unknown_id_exits_1(gw: Harness) -> None:
+    code, out, err = await run(gw, "status", "no-such-id")
+    assert (code, out) == (1, "") and "404" in err
+
+
+async def test_a_limit_refusal_names_the_rule_and_the_wait(make_gateway: MakeGateway) -> None:
+    gw = await make_gateway(
+        TEST_CONFIG + "limits:\n  - {per: number, template: verify_code, max: 1, window: 1m}\n")
+    args = ("send", "--to", NUMBER, "--template", "verify_code", "--param", "code=1")
+    assert (await run(gw, *args))[0] == 0
+    code, out, err = await run(gw, *args)
+    assert (code, out) == (1, "")
+    assert err.splitlines()[0] == ("sms-gateway: 429: limit number:verify_code:1/1m reached for "
+                                   "+86138******00: at most 1 per 1m per number")
+    assert len(err.splitlines()) == 2 and err.splitlines()[1].startswith("  retry after ")
+
+
+async def test_a_callback_url_is_passed_on(gw: Harness) -> None:
+    code, _out, err = await run(gw, "send", "--to", NUMBER, "--template", "verify_code",
+                                "--param", "code=1", "--callback-url", "http://h.test/x")
+    assert code == 1 and "callback_url" in err
+
+
+async def test_the_cli_needs_only_the_base_install(gw: Harness, tmp_path: Path) -> None:
+    """``make run`` installs no ``requests`` (the ``client`` extra): send and status still work."""
+    blocker = tmp_path / "requests"
+    blocker.mkdir()
+    (blocker / "__init__.py").write_text("raise ImportError('requests is not installed')\n")
+    env = {"PYTHONPATH": str(tmp_path)}
+    code, out, err = await run(gw, "send", "--to", NUMBER, "--template", "verify_code",
+                               "--param", "code=1", env=env)
+    assert (code, err) == (0, "") and out.startswith("sent via aliyun")
+    code, out, err = await run(gw, "status", env=env)
+    assert (code, err) == (0, "") and "aliyun" in out

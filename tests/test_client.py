@@ -18,7 +18,9 @@ from aiohttp.test_utils import TestServer
 from conftest import NUMBER, TEST_CONFIG, Harness, MakeGateway
 from gateway.client import (
     AsyncSmsClient,
+    LimitReached,
     NotFound,
+    RateLimited,
     SendFailed,
     SmsClient,
     SmsError,
@@ -27,6 +29,7 @@ from gateway.client import (
     Unavailable,
     Unprocessable,
 )
+from gateway.client.policy import SendAnswer
 
 API_KEY = "client-test-key"
 
@@ -45,9 +48,9 @@ class Api:
 
             self.aio = AsyncSmsClient(base_url, api_key, sleep=record, **options)
 
-    async def __call__(self, method: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    async def __call__(self, method: str, *args: Any, **kwargs: Any) -> Any:
         if self.kind == "sync":
-            result: dict[str, Any] = await asyncio.to_thread(
+            result: Any = await asyncio.to_thread(
                 getattr(self.sync, method), *args, **kwargs)
             return result
         result = await getattr(self.aio, method)(*args, **kwargs)
@@ -217,3 +220,82 @@ def test_every_problem_status_has_its_own_exception() -> None:
         assert type(error) is not SmsError and error.status == status
         assert error.retry_after == 3.0
     assert type(error_for(418, None, {})) is SmsError
+
+
+LIMITED_CONFIG = (TEST_CONFIG
+                  + "limits:\n  - {per: number, template: verify_code, max: 1, window: 1m}\n")
+
+
+async def test_an_async_send_is_a_queued_result_then_its_record_ends_sent(
+        gw: Harness, make_api: MakeApi) -> None:
+    api = make_api(url_of(gw))
+    queued = await api("send", NUMBER, "notice", {"name": "Li", "time": "9"}, mode="async",
+                       ttl="10m")
+    assert isinstance(queued, SendAnswer) and queued.queued and not queued.sent
+    assert queued["status"] == "queued" and queued.id and queued["expires_at"]
+    for _ in range(200):
+        record = await api("get", queued.id)
+        if record["status"] == "sent":
+            break
+        await asyncio.sleep(0.02)
+    assert record["status"] == "sent"
+    assert record["deliveries"] == []  # no receipt yet: the emulators here send none
+    assert gw.accepted("aliyun", queued.id) == 1
+    sync = await api("send", NUMBER, "notice", {"name": "Li", "time": "9"}, mode="sync")
+    assert isinstance(sync, SendAnswer) and sync.sent and sync.status == "sent"
+
+
+async def test_a_bad_ttl_and_an_unlisted_callback_url_are_422s_naming_the_field(
+        gw: Harness, make_api: MakeApi) -> None:
+    api = make_api(url_of(gw))
+    with pytest.raises(Unprocessable) as ttl:
+        await api("send", NUMBER, "notice", {"name": "Li", "time": "9"}, mode="async", ttl="1y")
+    assert [e["field"] for e in ttl.value.problem["errors"]] == ["ttl"]
+    with pytest.raises(Unprocessable) as hook:
+        await api("send", NUMBER, "notice", {"name": "Li", "time": "9"},
+                  callback_url="http://hooks.example.com/sms")
+    assert "callback_url" in str(hook.value.problem)
+    assert api.waits == []
+
+
+async def test_the_gateways_own_limit_is_limit_reached_with_its_rule_never_retried(
+        make_gateway: MakeGateway, make_api: MakeApi) -> None:
+    gw = await make_gateway(LIMITED_CONFIG)
+    api = make_api(url_of(gw))
+    assert (await api("send", NUMBER, "verify_code", {"code": "1"})).sent
+    with pytest.raises(LimitReached) as info:
+        await api("send", NUMBER, "verify_code", {"code": "2"})
+    refused = info.value
+    assert isinstance(refused, RateLimited) and refused.status == 429
+    assert refused.rule == "number:verify_code:1/1m"
+    assert refused.rules == [refused.rule]
+    assert refused.retry_after is not None and 1 <= refused.retry_after <= 60
+    assert refused.id  # the rate_limited record
+    assert (await api("get", refused.id))["status"] == "rate_limited"
+    assert api.waits == []
+    assert gw.emulators["aliyun"].state.counters["accepted"] == 1
+
+
+async def test_records_follow_the_cursor_through_every_page(
+        gw: Harness, make_api: MakeApi) -> None:
+    api = make_api(url_of(gw))
+    ids = [(await api("send", NUMBER, "notice", {"name": "A", "time": str(i)})).id
+           for i in range(5)]
+    if api.kind == "sync":
+        seen = await asyncio.to_thread(
+            lambda: [r["id"] for r in api.sync.records(template="notice", page_size=2)])
+    else:
+        seen = [r["id"] async for r in api.aio.records(template="notice", page_size=2)]
+    assert seen == ids[::-1]
+
+
+def test_a_limit_exceeded_problem_is_limit_reached_a_provider_429_is_not() -> None:
+    from gateway.client import error_for
+
+    ours = error_for(429, {"type": "urn:sms-gateway:problem:limit-exceeded",
+                           "errors": [{"limit": "a", "to": "x"}, {"limit": "b", "to": "x"},
+                                      {"limit": "a", "to": "y"}]}, {"Retry-After": "40"})
+    assert type(ours) is LimitReached and (ours.rule, ours.rules) == ("a", ["a", "b"])
+    assert ours.retry_after == 40.0
+    theirs = error_for(429, {"type": "urn:sms-gateway:problem:recipient-rate-limited"}, {})
+    assert type(theirs) is RateLimited and theirs.retry_after is None

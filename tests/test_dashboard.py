@@ -123,6 +123,12 @@ async def test_server_rendered_page_works_without_javascript(
         "aliyun", "huawei"]
     await expect(page.get_by_test_id("emulated-banner")).to_contain_text(
         "emulated: nothing is delivered")
+    callbacks = page.get_by_test_id("callbacks")  # next to the Outbox tile
+    await expect(callbacks).to_contain_text("0 queued")
+    await expect(callbacks).to_contain_text("0 in flight")
+    await expect(callbacks).to_contain_text("off: no server.callback_hosts")
+    next_to_outbox = page.locator('[data-testid="outbox"] + [data-testid="callbacks"]')
+    await expect(next_to_outbox).to_have_count(1)
     await expect(breaker(page, "aliyun")).to_have_text("closed")
     await expect(breaker(page, "huawei")).to_have_text("closed")
     # The emulator menu needs JavaScript: hidden and inert without it, the mode shown as text.
@@ -340,3 +346,21 @@ async def test_delivery_ratio_and_charts_show_with_and_without_javascript(
                                                                   timeout=LIVE_TIMEOUT_MS)
     await expect(live.get_by_test_id("chart-aliyun-3").locator("svg")).to_have_count(1)
     await live.screenshot(path=tmp_path / "dashboard-delivery.png", full_page=True)
+
+
+async def test_summary_tiles_fill_even_rows(make_gateway: MakeGateway, browser: Browser) -> None:
+    """Six tiles: one row on a laptop, rows of three on a tablet, two on a small one (never a
+    lone tile on a row of its own, as the Process tile was once Callbacks joined), one on a
+    narrow phone."""
+    gw = await make_gateway()
+    sizes: list[tuple[ViewportSize, int]] = [
+        (WIDE, 6), ({"width": 1000, "height": 900}, 3), ({"width": 600, "height": 900}, 2),
+        (PHONE, 1)]
+    for viewport, per_row in sizes:
+        page = await open_dashboard(browser, gw, javascript=False, viewport=viewport)
+        tiles = page.locator(".tiles > .tile")
+        await expect(tiles).to_have_count(6)
+        tops = [box["y"] for box in [await t.bounding_box() for t in await tiles.all()] if box]
+        rows = [tops.count(top) for top in sorted(set(tops))]
+        assert rows == [per_row] * (6 // per_row), (viewport, rows)
+        await page.context.close()

@@ -62,6 +62,29 @@ class RateLimited(SmsError):
     status = 429  # a per-recipient limit: wait retry_after before sending to that number again
 
 
+class LimitReached(RateLimited):
+    """429 ``limit-exceeded``: the gateway's own limits refused the send before any provider.
+
+    ``rule`` names the (first) broken rule, ``rules`` every one; ``retry_after`` is when all of
+    them would admit the request again, None when it never can (``max: 0``, too many numbers).
+    """
+
+    @property
+    def rules(self) -> list[str]:
+        """The broken rules' names, each once, in the gateway's order."""
+        names: list[str] = []
+        for item in self.problem.get("errors") or ():
+            if isinstance(item, dict) and isinstance(item.get("limit"), str) \
+                    and item["limit"] not in names:
+                names.append(item["limit"])
+        return names
+
+    @property
+    def rule(self) -> str | None:
+        rules = self.rules
+        return rules[0] if rules else None
+
+
 class SendFailed(SmsError):
     status = 502  # every provider failed; none can have sent it
 
@@ -98,5 +121,7 @@ def error_for(status: int, body: Any, headers: Mapping[str, str]) -> SmsError:
     problem = body if isinstance(body, dict) else {}
     detail = problem.get("detail") or problem.get("title") or f"HTTP {status}"
     cls = _ERRORS.get(status, SmsError)
+    if status == 429 and str(problem.get("type", "")).endswith(":limit-exceeded"):
+        cls = LimitReached
     return cls(f"{status}: {detail}", status=status, problem=problem,
                retry_after=_retry_after(headers))

@@ -33,12 +33,47 @@ class Retry:
         return None if wait is None or wait > self.max_wait else wait
 
 
+class SendAnswer(dict[str, Any]):
+    """A 200 or 202 answer to ``POST /sms``: the JSON as a dict, plus what callers test.
+
+    ``status`` is ``sent``, ``queued`` (async: accepted, sent later; follow it with ``get``) or
+    ``unknown`` (it may have been sent: never resend blindly).
+    """
+
+    @property
+    def id(self) -> str:
+        return str(self.get("id", ""))
+
+    @property
+    def status(self) -> str:
+        return str(self.get("status", ""))
+
+    @property
+    def sent(self) -> bool:
+        return self.status == "sent"
+
+    @property
+    def queued(self) -> bool:
+        return self.status == "queued"
+
+    @property
+    def maybe_sent(self) -> bool:
+        """True for ``unknown``: the provider may have it."""
+        return self.status == "unknown"
+
+
 def send_body(to: str | list[str], template: str, params: Mapping[str, Any] | None,
-              mode: Mode) -> dict[str, Any]:
-    """The ``POST /sms`` body; ``mode`` is left out when sync, the server's default."""
+              mode: Mode | None, ttl: str | float | None = None,
+              callback_url: str | None = None) -> dict[str, Any]:
+    """The ``POST /sms`` body; ``mode`` (None: the template's, else sync), ``ttl`` and
+    ``callback_url`` are left out when not given."""
     body: dict[str, Any] = {"to": to, "template": template, "params": dict(params or {})}
-    if mode != "sync":
+    if mode is not None:
         body["mode"] = mode
+    if ttl is not None:
+        body["ttl"] = ttl
+    if callback_url is not None:
+        body["callback_url"] = callback_url
     return body
 
 

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
 import requests
 
 from gateway.client.errors import SmsError, TransportError, error_for
-from gateway.client.policy import DEFAULT_TIMEOUT, Mode, Retry, list_query, send_body
+from gateway.client.policy import (
+    DEFAULT_TIMEOUT,
+    Mode,
+    Retry,
+    SendAnswer,
+    list_query,
+    send_body,
+)
 
 
 class SmsClient:
@@ -39,11 +46,17 @@ class SmsClient:
         self._session.close()
 
     def send(self, to: str | list[str], template: str, params: Mapping[str, Any] | None = None,
-             idempotency_key: str | None = None, mode: Mode = "sync") -> dict[str, Any]:
-        """Send; returns the 200/202 answer (``status``: sent, unknown or queued)."""
+             idempotency_key: str | None = None, mode: Mode | None = None,
+             ttl: str | float | None = None, callback_url: str | None = None) -> SendAnswer:
+        """Send; returns the 200/202 answer (``status``: sent, unknown or queued).
+
+        ``mode="async"`` queues it (202 ``queued``; ``ttl`` such as ``"10m"`` bounds the wait),
+        ``mode=None`` leaves it to the template; ``callback_url`` gets the record when it ends.
+        """
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return self._call("POST", "/sms", json=send_body(to, template, params, mode),
-                          headers=headers, repeatable=bool(idempotency_key))
+        body = send_body(to, template, params, mode, ttl, callback_url)
+        return SendAnswer(self._call("POST", "/sms", json=body, headers=headers,
+                                     repeatable=bool(idempotency_key)))
 
     def get(self, message_id: str) -> dict[str, Any]:
         """One send record."""
@@ -56,6 +69,19 @@ class SmsClient:
         query = list_query(status=status, template=template, to=to, since=since, until=until,
                            limit=limit, cursor=cursor)
         return self._call("GET", "/sms", params=query, repeatable=True)
+
+    def records(self, *, status: str | None = None, template: str | None = None,
+                to: str | None = None, since: str | None = None, until: str | None = None,
+                page_size: int | None = None) -> Iterator[dict[str, Any]]:
+        """Every matching record, newest first, fetching page after page by ``next_cursor``."""
+        cursor: str | None = None
+        while True:
+            page = self.list(status=status, template=template, to=to, since=since, until=until,
+                             limit=page_size, cursor=cursor)
+            yield from page.get("items") or ()
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
 
     def status(self) -> dict[str, Any]:
         """``GET /status``: providers, breakers, config."""
