@@ -11,10 +11,7 @@ CI=true a missing server fails them.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
-import secrets
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +21,7 @@ import aiohttp
 import pytest
 from gatewayproc import Gateway, running
 from sqlalchemy.engine import make_url
-from store.conftest import PG_DEFAULT, PgServer, admin, require
+from store.conftest import PgServer, admin, own_database, require
 
 from bench.configs import gateway_config, provider, render
 from gateway.emulators import EmulatorServer, start_emulators
@@ -36,18 +33,7 @@ SEND = {"to": ["+8613800138000"], "template": "verify_code", "params": {"code": 
 @pytest.fixture(scope="session", name="replica_server")
 def replica_server_fixture() -> Iterator[PgServer]:
     """A database of its own for this run's replica tests, dropped afterwards."""
-    admin_url = os.environ.get("SMS_GATEWAY_TEST_DATABASE_URL", PG_DEFAULT)
-    name = f"smsgw_replicas_{secrets.token_hex(6)}"
-    try:
-        asyncio.run(asyncio.wait_for(admin(admin_url, f'CREATE DATABASE "{name}"'), 15))
-    except Exception as exc:  # any failure means: no server for these tests
-        shown = make_url(admin_url).render_as_string(hide_password=True)
-        yield PgServer(None, f"no PostgreSQL at {shown} ({type(exc).__name__}: {exc})")
-        return
-    try:
-        yield PgServer(make_url(admin_url).set(database=name).render_as_string(hide_password=False))
-    finally:
-        asyncio.run(admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    yield from own_database("smsgw_replicas")
 
 
 @pytest.fixture(name="replica_db")

@@ -67,8 +67,14 @@ async def admin(url: str, *statements: str) -> None:
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     """A database of its own for this test run on the test server, dropped afterwards."""
+    yield from own_database("smsgw_test")
+
+
+def own_database(prefix: str) -> Iterator[PgServer]:
+    """Create a database named ``prefix`` + a random tail on the test server, yield it (or why
+    there is none), drop it afterwards."""
     admin_url = os.environ.get("SMS_GATEWAY_TEST_DATABASE_URL", PG_DEFAULT)
-    name = f"smsgw_test_{secrets.token_hex(6)}"
+    name = f"{prefix}_{secrets.token_hex(6)}"
     try:
         asyncio.run(asyncio.wait_for(admin(admin_url, f'CREATE DATABASE "{name}"'), 15))
     except Exception as exc:  # any failure means: no server for these tests
