@@ -18,7 +18,9 @@ from gateway.store.models import MAX_LIMIT
 
 FILTERS = ("status", "template", "to", "since", "until", "limit", "cursor")
 # The answer a final status stands for (a failed send: 502 if a provider was called, else 503).
-_HTTP = {"sent": 200, "unknown": 202, "rejected": 422, "rate_limited": 429}
+# A receipt moves only a sent message: delivered and undelivered stand for its 200.
+_HTTP = {"sent": 200, "delivered": 200, "undelivered": 200, "unknown": 202, "rejected": 422,
+         "rate_limited": 429}
 _DELIVERED = ("delivered", "undelivered")
 
 
@@ -107,9 +109,7 @@ def answer(record: MessageRecord) -> tuple[int, dict[str, Any]]:
     """The ``POST /sms`` answer a final record stands for (the caller's own numbers, in E.164):
     given for an Idempotency-Key whose request a crash cut short before its answer was kept."""
     shown = view(record, numbers=True)
-    # Not final (an async message queued or sending) is 202; receipts move only sent ones.
-    status = shown["http_status"] or (200 if record.status in ("delivered", "undelivered")
-                                      else 202)
+    status = shown["http_status"] or 202  # not final (an async message queued or sending)
     attempts = [{"provider": a["provider"], "outcome": a["outcome"], "error": a["error"],
                  "duration_ms": a["duration_ms"] or 0.0} for a in shown["attempts"]]
     if status in (200, 202):

@@ -107,6 +107,7 @@ async def test_an_aliyun_send_is_delivered(receiving: MakeReceiving) -> None:
     message_id = await sent(gw)
     found = await settled(gw, message_id)
     assert found["status"] == "delivered"
+    assert found["http_status"] == 200  # it was sent: the answer it stands for is still 200
     [delivery] = found["deliveries"]
     assert delivery["to"] == "+86138******00" and delivery["status"] == "delivered"
     assert delivery["code"] == "DELIVERED" and delivery["at"] > 0
@@ -133,7 +134,7 @@ async def test_undelivered_shows_the_code(receiving: MakeReceiving) -> None:
     gw = await receiving()
     gw.emulators["aliyun"].state.set_receipts("undeliver")
     found = await settled(gw, await sent(gw))
-    assert found["status"] == "undelivered"
+    assert found["status"] == "undelivered" and found["http_status"] == 200
     assert found["deliveries"] == [{"to": "+86138******00", "status": "undelivered",
                                     "code": "MN:0001", "at": found["deliveries"][0]["at"]}]
     status = await (await gw.client.get("/status")).json()
