@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from bench.loadgen import body
-from bench.procs import cpu_seconds, free_port
+from bench.procs import cpu_seconds
 from bench.report import Figure, ratio
-from bench.stack import Stack, _gateway_argv, bench_config
+from bench.stack import Stack, bench_config
 from gateway.store import open_store
 from gateway.store.schema import messages, recipients, to_us
 
@@ -49,21 +49,12 @@ def store_of(stack: Stack, name: str) -> Path:
 def start_async_gateway(stack: Stack, name: str, workers: int, store: Path | None = None) -> Child:
     """A gateway whose template is async (so the load's sync body queues), on a SQLite file
     (its own, or ``store``: another gateway's)."""
-    folder = stack.children.workdir / name
-    folder.mkdir()
     text = bench_config(stack.urls).replace(
         "verify_code: {params: [code], on_unknown: failover}",
         "verify_code: {params: [code], on_unknown: failover, mode: async}").replace(
         "storage: {url: memory}",
         f'storage: {{url: "sqlite:///{store or store_of(stack, name)}", workers: {workers}}}')
-    config = folder / "config.yaml"
-    config.write_text(text, encoding="utf-8")
-    port = free_port()
-    child = stack.children.start(name, [*_gateway_argv(), "--config", str(config),
-                                        "--port", str(port), "--log-level", "WARNING"])
-    child.url = f"http://127.0.0.1:{port}"
-    stack.gateways.append(child)
-    return child
+    return stack.start_config(name, text)
 
 
 async def sent_so_far(gateway: Child) -> int:

@@ -90,11 +90,15 @@ class Stack:
         return child
 
     def start_gateway(self, name: str, folder: Path | None = None, **options: Any) -> Child:
+        return self.start_config(name, bench_config(self.urls, **options), folder)
+
+    def start_config(self, name: str, text: str, folder: Path | None = None) -> Child:
+        """A gateway named ``name`` running the config ``text``, in ``folder`` (else its own)."""
         if folder is None:
             folder = self.children.workdir / name  # its own: the config watcher sees only it
             folder.mkdir()
         config = folder / "config.yaml"
-        config.write_text(bench_config(self.urls, **options), encoding="utf-8")
+        config.write_text(text, encoding="utf-8")
         port = free_port()
         child = self.children.start(name, [*_gateway_argv(), "--config", str(config),
                                            "--port", str(port), "--log-level", "WARNING"])
