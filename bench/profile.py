@@ -16,8 +16,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from typing import Any
 from pathlib import Path
 
+from bench.case_replicas import fresh_database
 from bench.cases import CONNS, Bench
 from bench.loadgen import wrk_path
 from bench.procs import Children
@@ -57,12 +59,17 @@ def summarize(collapsed: str, top: int = 25) -> str:
 
 
 async def profile(spy: str, duration: float, workdir: Path, target: str, top: int,
-                  latency_ms: int = 0) -> str:
+                  latency_ms: int = 0, storage: str | None = None) -> str:
+    if storage == "postgresql":  # a database of this run's own, dropped afterwards
+        async with fresh_database() as url:
+            return await profile(spy, duration, workdir, target, top, latency_ms, url)
     children = Children(workdir, env={"PYTHONPATH": str(ROOT)})
     try:
         stack = Stack(children)
         await stack.start_emulators()
-        gateway = stack.start_bare("bare") if target == "bare" else stack.start_gateway("gateway")
+        options: dict[str, Any] = {} if storage is None else {"storage": {"url": storage}}
+        gateway = (stack.start_bare("bare") if target == "bare"
+                   else stack.start_gateway("gateway", **options))
         await stack.ready(gateway)
         bench = Bench(stack, workdir, duration, wrk_path() is not None)
         await bench.warm(gateway)
@@ -91,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=25, help="functions listed per ranking")
     parser.add_argument("--latency-ms", type=int, default=0,
                         help="the provider's latency: 0 is case 1 (default), 100 case 2")
+    parser.add_argument("--storage", help="the gateway's storage.url (the shipped default), or "
+                        "'postgresql' for a fresh database on the test server (case 10)")
     args = parser.parse_args(argv)
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
@@ -98,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="sms-bench-profile-"))
     try:
         print(asyncio.run(profile(spy, args.duration, workdir, args.target, args.top,
-                                    args.latency_ms)))
+                                    args.latency_ms, args.storage)))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

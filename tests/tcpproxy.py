@@ -2,19 +2,27 @@
 
 ``cut()`` closes every relayed connection and refuses new ones (as a server that went away);
 ``restore()`` relays again. The shared PostgreSQL server itself is never stopped.
+``PgWireCounter`` reads what the clients send through it: how many statements, how many
+round trips (the PostgreSQL frontend protocol's message types, counted over every connection).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import struct
+from collections.abc import Callable
+
+Tap = Callable[[int, bytes], None]  # (connection number, bytes the client sent)
 
 
 class CuttableProxy:
     """127.0.0.1:<port> relayed to ``target``."""
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, tap: Tap | None = None) -> None:
         self._target = (target_host, target_port)
+        self._tap = tap
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.StreamWriter] = set()
         self._relays: set[asyncio.Task[None]] = set()
@@ -57,14 +65,19 @@ class CuttableProxy:
             writer.transport.abort()
             return
         self._links.update((writer, up_writer))
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(src, dst))
+        number = self.accepted
+        for src, dst, tap in ((reader, up_writer, self._tap), (up_reader, writer, None)):
+            task = asyncio.create_task(self._pipe(src, dst, tap and (
+                lambda data, tap=tap: tap(number, data))))
             self._relays.add(task)
             task.add_done_callback(self._relays.discard)
 
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter,
+                    tap: Callable[[bytes], None] | None) -> None:
         try:
             while data := await src.read(65536):
+                if tap is not None:
+                    tap(data)
                 dst.write(data)
                 await dst.drain()
         except (ConnectionError, OSError):
@@ -72,3 +85,44 @@ class CuttableProxy:
         finally:
             self._links.discard(dst)
             dst.transport.abort()
+
+
+class PgWireCounter:
+    """Counts the frontend messages clients send to PostgreSQL, by type, over all connections:
+    ``E`` (Execute: one statement run), ``S`` (Sync: the end of an extended-protocol round
+    trip), ``Q`` (a simple query such as BEGIN or COMMIT: one round trip of its own)."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._pending: dict[int, bytearray] = {}
+        self._started: set[int] = set()  # connections past their startup message
+
+    def __call__(self, connection: int, data: bytes) -> None:
+        buffer = self._pending.setdefault(connection, bytearray())
+        buffer += data
+        while True:
+            if connection not in self._started:  # SSLRequest / StartupMessage: no type byte
+                if len(buffer) < 8:
+                    return
+                length, code = struct.unpack("!II", buffer[:8])
+                if len(buffer) < length:
+                    return
+                del buffer[:length]
+                if code != 80877103:  # not an SSLRequest: the startup message itself
+                    self._started.add(connection)
+                continue
+            if len(buffer) < 5:
+                return
+            length = struct.unpack("!I", buffer[1:5])[0]
+            if len(buffer) < 1 + length:
+                return
+            self.counts[chr(buffer[0])] += 1
+            del buffer[:1 + length]
+
+    @property
+    def round_trips(self) -> int:
+        return self.counts["S"] + self.counts["Q"]
+
+    @property
+    def statements(self) -> int:
+        return self.counts["E"] + self.counts["Q"]

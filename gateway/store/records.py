@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 from sqlalchemy import BindParameter, Connection, bindparam, delete, select, update
 
+from gateway.store import records_pg
 from gateway.store.db import Database
 from gateway.store.errors import UnknownMessageError
 from gateway.store.listing import fetch_one, fetch_page
@@ -64,18 +65,21 @@ class RecordStore:
 
         def write(conn: Connection) -> int | None:
             now = self._db.now_us()
-            _INSERT_MESSAGE.execute(conn, {
+            values = {
                 "id": new.id, "caller": new.caller, "template": new.template,
                 "numbers": json.dumps(list(new.numbers)),
                 "params": None if new.params is None else json.dumps(dict(new.params)),
                 "mode": new.mode,
                 "status": "queued" if new.mode == "async" and provider is None else "sending",
-                "created_at": now, "updated_at": now,
                 "expires_at": None if new.expires_at is None else to_us(new.expires_at),
                 "next_attempt_at": now if new.mode == "async" else None,
                 "callback_url": new.callback_url, "idempotency_key": new.idempotency_key,
                 # A new row: its first attempt is counted here, not by _start's UPDATE.
-                "attempts": 0 if provider is None else 1})
+                "attempts": 0 if provider is None else 1}
+            if conn.dialect.name == "postgresql":
+                records_pg.create(conn, {**values, "now": now}, numbers, provider)
+                return None if provider is None else 1
+            _INSERT_MESSAGE.execute(conn, {**values, "created_at": now, "updated_at": now})
             if len(numbers) == 1:  # the common case: one statement, not a driver loop
                 _INSERT_RECIPIENT.execute(conn, {"message_id": new.id, "number": numbers[0],
                                                  "created_at": now})
@@ -98,6 +102,8 @@ class RecordStore:
 
         def write(conn: Connection) -> int:
             now = self._db.now_us()
+            if conn.dialect.name == "postgresql":
+                return records_pg.start(conn, now, message_id, provider, previous)
             if previous is not None:
                 _end(conn, now, message_id, previous)
             return _start(conn, now, message_id, provider)
@@ -111,8 +117,11 @@ class RecordStore:
         """Record how attempt ``seq`` ended; ``recipient_ids``: number -> per-recipient id."""
 
         def write(conn: Connection) -> None:
-            _end(conn, self._db.now_us(), message_id,
-                 AttemptEnd(seq, outcome, error, provider_message_id))
+            ended = AttemptEnd(seq, outcome, error, provider_message_id)
+            if conn.dialect.name == "postgresql":
+                records_pg.end(conn, self._db.now_us(), message_id, ended, recipient_ids)
+                return
+            _end(conn, self._db.now_us(), message_id, ended)
             if recipient_ids:
                 _RECIPIENT_ID.many(conn, [
                     {"b_mid": message_id, "b_number": number, "provider_message_id": one}
@@ -135,6 +144,11 @@ class RecordStore:
 
         def write(conn: Connection) -> bool:
             now = self._db.now_us()
+            if conn.dialect.name == "postgresql":
+                return records_pg.finish(conn, now, message_id, {
+                    "status": status, "provider": provider,
+                    "provider_message_id": provider_message_id, "error": error,
+                    "keep_params": keep_params}, last, refused, recipient_ids)
             if last is not None:
                 _end(conn, now, message_id, last)
             if refused:

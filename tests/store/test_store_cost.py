@@ -1,4 +1,5 @@
-"""What one send costs the store: the statements it runs, counted on SQLite's own trace."""
+"""What one send costs the store: the statements it runs, counted on SQLite's own trace and
+on PostgreSQL's wire."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.engine import make_url
+from tcpproxy import CuttableProxy, PgWireCounter
 
 from gateway.store import AttemptEnd, NewMessage, Store
 
-from .conftest import Opener
+from .conftest import Opener, PgServer, admin, require
 
 A = "+8613800138000"
 
@@ -56,3 +59,55 @@ async def test_a_cancelled_caller_s_write_is_still_committed(tmp_path: Path,
     again = await open_at(f"sqlite:///{tmp_path / 'cancel.db'}")
     record = await again.records.get("m2")
     assert record is not None and len(record.attempts) == 1
+
+
+async def _counted(pg_server: PgServer, open_at: Opener) -> tuple[Store, PgWireCounter,
+                                                                   CuttableProxy]:
+    """A store on PostgreSQL through a proxy that counts what the store sends the server."""
+    url = require(pg_server)
+    await admin(url, "DROP SCHEMA public CASCADE", "CREATE SCHEMA public")
+    counter = PgWireCounter()
+    server = make_url(url)
+    proxy = CuttableProxy(server.host or "127.0.0.1", server.port or 5432, tap=counter)
+    await proxy.start()
+    # ssl=disable: the counter reads the protocol in the clear
+    via = server.set(host="127.0.0.1", port=proxy.port).update_query_dict({"ssl": "disable"})
+    store = await open_at(via.render_as_string(hide_password=False))
+    return store, counter, proxy
+
+
+async def _send(store: Store, message_id: str, numbers: list[str], **finish: Any) -> None:
+    await store.records.create(NewMessage(message_id, "app", "verify_code", numbers,
+                                          {"c": "1"}), "aliyun")
+    assert await store.records.finish(message_id, "sent", provider="aliyun",
+                                      provider_message_id="biz-" + message_id,
+                                      last=AttemptEnd(1, "sent", None, "biz-" + message_id),
+                                      **finish)
+
+
+async def test_on_postgresql_a_send_s_record_is_one_statement_before_the_call_one_after(
+        pg_server: PgServer, open_at: Opener) -> None:
+    # Each statement is a round trip to the server, and the writer runs a batch's statements
+    # one after another: on PostgreSQL a send's writes are one statement each (SQLite: 3 + 2).
+    store, counter, proxy = await _counted(pg_server, open_at)
+    try:
+        await _send(store, "warm", [A], recipient_ids={A: "biz-warm"})  # statements prepared
+        counter.counts.clear()
+        await _send(store, "m1", [A], recipient_ids={A: "biz-m1"})
+        assert counter.counts["E"] == 2  # create; finish
+        assert counter.round_trips == 2 + 2 * 2  # and each write's BEGIN and COMMIT
+        counter.counts.clear()
+        numbers = [A, "+8613800138001", "+8613800138002"]
+        await _send(store, "m2", numbers, refused={numbers[2]: "E200028"},
+                    recipient_ids={A: "r-0", numbers[1]: "r-1"})
+        assert counter.counts["E"] == 2  # however many numbers, refused or with their ids
+        record = await store.records.get("m2")
+    finally:
+        await proxy.stop()
+    assert record is not None and record.status == "sent" and record.params is None
+    assert [(r.number, r.provider_message_id, r.status, r.code)
+            for r in sorted(record.recipients, key=lambda r: r.number)] == [
+        (A, "r-0", None, None), (numbers[1], "r-1", None, None),
+        (numbers[2], None, "refused", "E200028")]
+    assert [(a.seq, a.outcome, a.provider_message_id) for a in record.attempts] == [
+        (1, "sent", "biz-m2")]

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from gateway.store import (
+    AttemptEnd,
     BadQueryError,
     ListQuery,
     NewMessage,
@@ -74,6 +75,24 @@ async def test_a_final_status_is_set_once(store: Store) -> None:
     with pytest.raises(UnknownMessageError):
         await store.records.attempt_started("nope", "aliyun")
     assert await store.records.get("nope") is None
+
+
+async def test_an_end_naming_an_attempt_never_started_is_refused_and_changes_nothing(
+        store: Store) -> None:
+    assert await store.records.create(message("m1", A, B), "aliyun") == 1
+    with pytest.raises(UnknownMessageError, match="attempt 7"):
+        await store.records.finish("m1", "sent", last=AttemptEnd(7, "sent"),
+                                   recipient_ids={A: "x"}, refused={B: "E1"})
+    with pytest.raises(UnknownMessageError, match="attempt 7"):
+        await store.records.attempt_started("m1", "huawei", AttemptEnd(7, "failed"))
+    with pytest.raises(UnknownMessageError, match="attempt 7"):
+        await store.records.attempt_finished("m1", 7, "failed", recipient_ids={A: "x"})
+    record = await store.records.get("m1")
+    assert record is not None
+    assert (record.status, record.final_at, record.params) == ("sending", None, {"code": "123456"})
+    assert [(a.seq, a.finished_at) for a in record.attempts] == [(1, None)]
+    assert [(r.provider_message_id, r.status) for r in record.recipients] == [(None, None)] * 2
+    assert await store.records.attempt_started("m1", "huawei", AttemptEnd(1, "failed")) == 2
 
 
 async def test_an_async_message_is_queued_with_its_expiry(store: Store, clock: FakeClock) -> None:
