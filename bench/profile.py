@@ -16,8 +16,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from bench.case_replicas import fresh_database
 from bench.cases import CONNS, Bench
