@@ -13,7 +13,7 @@ from gateway.store.engine import Backend, Work
 from gateway.store.errors import StoreClosedError, StoreUnavailableError
 from gateway.store.health import StoreHealth, is_outage
 from gateway.store.schema import to_us
-from gateway.store.writer import GroupWriter, reason
+from gateway.store.writer import Bulk, GroupWriter, reason
 
 T = TypeVar("T")
 Clock = Callable[[], float]
@@ -29,6 +29,8 @@ class Database:
         self.health = StoreHealth(shown, self.ping)
         self._writer = GroupWriter(backend, health=self.health)
         self._closed = False
+        # Every statement a round trip: worth sending a batch's alike statements together
+        self.postgresql = backend.write_engine.dialect.name == "postgresql"
 
     @property
     def write_engine(self) -> Engine:
@@ -50,9 +52,11 @@ class Database:
         """The clock, in stored microseconds."""
         return to_us(self.clock())
 
-    async def write(self, work: Work[T]) -> T:
-        """Run ``work`` in the next committed batch; its result."""
-        return await self._writer.write(work)
+    async def write(self, work: Work[T], bulk: Bulk | None = None) -> T:
+        """Run ``work`` in the next committed batch; its result. ``bulk``: the same write as
+        one statement, run together with the batch's others of that statement on PostgreSQL
+        (see writer.py)."""
+        return await self._writer.write(work, bulk)
 
     async def read(self, work: Work[T]) -> T:
         """Run ``work`` in one read transaction (one consistent snapshot on SQLite)."""

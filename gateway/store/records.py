@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy import BindParameter, Connection, bindparam, delete, select, update
 
@@ -16,6 +17,7 @@ from gateway.store.listing import fetch_one, fetch_page
 from gateway.store.models import FINAL, AttemptEnd, ListQuery, MessageRecord, NewMessage, Page
 from gateway.store.prepared import Prepared
 from gateway.store.schema import attempts, messages, recipients, to_us
+from gateway.store.writer import Bulk
 
 RETENTION_BATCH = 200
 
@@ -62,10 +64,10 @@ class RecordStore:
         with ``provider``, also its first attempt (one transaction: the send path's first
         write), and then that attempt's sequence number."""
         numbers = list(dict.fromkeys(new.numbers))  # one row per distinct number
+        seq = None if provider is None else 1
 
-        def write(conn: Connection) -> int | None:
-            now = self._db.now_us()
-            values = {
+        def columns(now: int) -> dict[str, Any]:
+            return {
                 "id": new.id, "caller": new.caller, "template": new.template,
                 "numbers": json.dumps(list(new.numbers)),
                 "params": None if new.params is None else json.dumps(dict(new.params)),
@@ -76,10 +78,20 @@ class RecordStore:
                 "callback_url": new.callback_url, "idempotency_key": new.idempotency_key,
                 # A new row: its first attempt is counted here, not by _start's UPDATE.
                 "attempts": 0 if provider is None else 1}
-            if conn.dialect.name == "postgresql":
-                records_pg.create(conn, {**values, "now": now}, numbers, provider)
-                return None if provider is None else 1
-            _INSERT_MESSAGE.execute(conn, {**values, "created_at": now, "updated_at": now})
+
+        if self._db.postgresql:  # one statement (records_pg), run with others when it can
+            now = self._db.now_us()
+            params = records_pg.create_params(now, columns(now), numbers, provider)
+
+            def alone(conn: Connection) -> int | None:
+                records_pg.CREATE.execute(conn, params)
+                return seq
+
+            return await self._db.write(alone, Bulk(records_pg.CREATE, params, seq))
+
+        def write(conn: Connection) -> int | None:
+            now = self._db.now_us()
+            _INSERT_MESSAGE.execute(conn, {**columns(now), "created_at": now, "updated_at": now})
             if len(numbers) == 1:  # the common case: one statement, not a driver loop
                 _INSERT_RECIPIENT.execute(conn, {"message_id": new.id, "number": numbers[0],
                                                  "created_at": now})
@@ -91,7 +103,7 @@ class RecordStore:
                 return None
             _INSERT_ATTEMPT.execute(conn, {"message_id": new.id, "seq": 1, "provider": provider,
                                            "started_at": now})
-            return 1
+            return seq
 
         return await self._db.write(write)
 
@@ -142,13 +154,16 @@ class RecordStore:
         if status not in FINAL:
             raise ValueError(f"{status!r} is not a final status ({', '.join(sorted(FINAL))})")
 
+        if self._db.postgresql:  # one statement (records_pg), run with others when it can
+            params = records_pg.finish_params(self._db.now_us(), message_id, {
+                "status": status, "provider": provider,
+                "provider_message_id": provider_message_id, "error": error,
+                "keep_params": keep_params}, last, refused, recipient_ids)
+            return await self._db.write(lambda conn: records_pg.finish(conn, params, last),
+                                        Bulk(records_pg.FINISH_SURE, params, True))
+
         def write(conn: Connection) -> bool:
             now = self._db.now_us()
-            if conn.dialect.name == "postgresql":
-                return records_pg.finish(conn, now, message_id, {
-                    "status": status, "provider": provider,
-                    "provider_message_id": provider_message_id, "error": error,
-                    "keep_params": keep_params}, last, refused, recipient_ids)
             if last is not None:
                 _end(conn, now, message_id, last)
             if refused:

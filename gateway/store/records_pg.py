@@ -29,7 +29,7 @@ def _typed(sql: str, **types: Any) -> TextClause:
     return text(sql).bindparams(*(bindparam(name, type_=kind) for name, kind in types.items()))
 
 
-_CREATE = Prepared(_typed(
+CREATE = Prepared(_typed(
     """WITH message AS (
         INSERT INTO messages (id, caller, template, numbers, params, mode, status, created_at,
                               updated_at, expires_at, next_attempt_at, callback_url,
@@ -61,7 +61,7 @@ _START = Prepared(_typed(
         WHERE id = :id RETURNING attempts)
     INSERT INTO attempts (message_id, seq, provider, started_at)
     SELECT :id, attempts, :provider, :now FROM counted
-    RETURNING seq, (SELECT count(*) FROM ended)""",  # noqa: S608 - constant fragments, no input
+    RETURNING seq, (SELECT count(*) FROM ended)""",
     provider=String, **_ENDED_TYPES), ())
 
 # Each number's provider id and refusal from parallel arrays (a number appears once: two
@@ -76,30 +76,38 @@ _NUMBERS = """numbers AS (
         WHERE r.message_id = :id AND r.number = v.number)"""
 _NUMBERS_TYPES = {"numbers": _TEXTS, "provider_ids": _TEXTS, "statuses": _TEXTS, "codes": _TEXTS}
 
-_FINISH = Prepared(_typed(
-    f"""WITH {_ENDED}, {_NUMBERS},
+_FINISHING = f"""WITH {_ENDED}, {_NUMBERS},
     finished AS (
         UPDATE messages SET status = :status, final_at = :now, updated_at = :now,
             provider = :provider, provider_message_id = :provider_message_id, error = :error,
             lease_until = NULL, lease_owner = NULL, next_attempt_at = NULL,
             params = CASE WHEN :keep_params THEN params END
-        WHERE id = :id AND final_at IS NULL RETURNING 1)
+        WHERE id = :id AND final_at IS NULL RETURNING 1)"""
+_FINISHING_TYPES = {"status": String, "provider": String, "provider_message_id": String,
+                    "error": String, "keep_params": Boolean, **_ENDED_TYPES, **_NUMBERS_TYPES}
+_FINISH = Prepared(_typed(
+    _FINISHING + """
     SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM finished),
-           EXISTS (SELECT 1 FROM messages WHERE id = :id)""",  # noqa: S608 - constant fragments, no input
-    status=String, provider=String, provider_message_id=String, error=String,
-    keep_params=Boolean, **_ENDED_TYPES, **_NUMBERS_TYPES), ())
+           EXISTS (SELECT 1 FROM messages WHERE id = :id)""", **_FINISHING_TYPES), ())
+# The same, as one of many (writer.Bulk): fails (division by zero) unless the message was
+# there and not final and the last attempt, when named, was found; then finish() says which.
+FINISH_SURE = Prepared(_typed(
+    _FINISHING + """
+    SELECT 1 / ((SELECT count(*) FROM finished)
+                * CASE WHEN :seq IS NULL THEN 1 ELSE (SELECT count(*) FROM ended) END)::int""",
+    **_FINISHING_TYPES), ())
 
 _ENDED_ONLY = Prepared(_typed(
     f"""WITH {_ENDED}, {_NUMBERS}
-    SELECT count(*) FROM ended""",  # noqa: S608 - constant fragments, no input
+    SELECT count(*) FROM ended""",
     **_ENDED_TYPES, **_NUMBERS_TYPES), ())
 
 
-def create(conn: Connection, values: Mapping[str, Any], numbers: Sequence[str],
-           provider: str | None) -> None:
-    """The message row (``values``: its columns, ``now`` for both times), one row per number,
-    and with ``provider`` attempt 1."""
-    _CREATE.execute(conn, {**values, "each": list(numbers), "provider": provider})
+def create_params(now: int, values: Mapping[str, Any], numbers: Sequence[str],
+                  provider: str | None) -> dict[str, Any]:
+    """CREATE's parameters: the message row (``values``: its columns but the two times,
+    both ``now``), one row per number, and with ``provider`` attempt 1."""
+    return {**values, "now": now, "each": list(numbers), "provider": provider}
 
 
 def start(conn: Connection, now: int, message_id: str, provider: str,
@@ -121,13 +129,21 @@ def end(conn: Connection, now: int, message_id: str, ended: AttemptEnd,
     _check_ended(ended, found, message_id)
 
 
-def finish(conn: Connection, now: int, message_id: str, values: Mapping[str, Any],
-           last: AttemptEnd | None, refused: Mapping[str, str] | None,
-           recipient_ids: Mapping[str, str] | None) -> bool:
-    """The final status (``values``: status, provider, provider_message_id, error,
-    keep_params) unless one was set; False if it was. UnknownMessageError: no such message."""
-    row = _FINISH.row(conn, {"id": message_id, "now": now, **values, **_attempt(last),
-                             **_numbers(refused, recipient_ids)})
+def finish_params(now: int, message_id: str, values: Mapping[str, Any],
+                  last: AttemptEnd | None, refused: Mapping[str, str] | None,
+                  recipient_ids: Mapping[str, str] | None) -> dict[str, Any]:
+    """The parameters of finish() and FINISH_SURE: the final status (``values``: status,
+    provider, provider_message_id, error, keep_params), how the ``last`` attempt ended, the
+    numbers ``refused`` and each number's provider id."""
+    return {"id": message_id, "now": now, **values, **_attempt(last),
+            **_numbers(refused, recipient_ids)}
+
+
+def finish(conn: Connection, params: Mapping[str, Any], last: AttemptEnd | None) -> bool:
+    """Set the final status unless one was set; False if it was. UnknownMessageError: no
+    such message (or no such ``last`` attempt)."""
+    message_id = params["id"]
+    row = _FINISH.row(conn, params)
     assert row is not None  # a SELECT of aggregates: always one row
     ended, finished, exists = row
     if not exists:

@@ -6,6 +6,13 @@ and commits once: under load, one fsync for many messages; alone, a write waits 
 If one write of a batch fails, the batch is rolled back and run again with a savepoint around
 each write, so the failure is that caller's alone (savepoints cost two statements a write, so
 they are paid only then). A write whose caller was cancelled still happens: it was promised.
+
+On PostgreSQL each statement is a round trip, and a batch's writes would run one after another.
+A write may therefore also come as one statement (``Bulk``): the writes of a batch with the same
+statement run as one pipelined ``executemany`` (one round trip for all of them), each getting
+the result its bulk form promised. A bulk statement is written to fail unless everything went
+as the common case expects (the row was there, not yet final); then the batch runs again as
+functions, with savepoints, and each caller gets what its own function says.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -23,16 +30,28 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from gateway.store.engine import Backend, Work
 from gateway.store.errors import StoreClosedError, StoreUnavailableError
 from gateway.store.health import StoreHealth, is_outage
+from gateway.store.prepared import Prepared
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_BATCH = 256
 
 
+@dataclass(frozen=True, slots=True)
+class Bulk:
+    """A write as one statement with its parameters, and the result it gives when that
+    statement succeeds (PostgreSQL runs a batch's writes of one statement together)."""
+
+    statement: Prepared
+    params: Mapping[str, Any]
+    result: Any = None
+
+
 @dataclass(slots=True)
 class _Job:
     work: Work[Any]
     future: asyncio.Future[Any]
+    bulk: Bulk | None = None
     result: Any = None
     error: BaseException | None = None
 
@@ -57,8 +76,9 @@ class GroupWriter:
         """Start the writer task (on the running loop)."""
         self._task = asyncio.get_running_loop().create_task(self._run(), name="store-writer")
 
-    async def write(self, work: Work[T]) -> T:
-        """Queue ``work`` and wait until its batch is committed; its result or its error."""
+    async def write(self, work: Work[T], bulk: Bulk | None = None) -> T:
+        """Queue ``work`` and wait until its batch is committed; its result or its error.
+        ``bulk``: the same write as one statement, which PostgreSQL may run with others."""
         if self._closed:
             raise StoreClosedError("the store is closed")
         if self._health is not None:
@@ -66,7 +86,7 @@ class GroupWriter:
         if self._task is None:
             raise StoreClosedError("the store is not open")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Job(work, future))
+        self._queue.put_nowait(_Job(work, future, bulk))
         # No shield: a cancelled caller cancels only its future; the job stays queued and runs
         # (_settle skips a done future). A shield cost a second future and callback per write.
         return await future
@@ -132,12 +152,33 @@ class GroupWriter:
 
 def _unprotected(batch: list[_Job]) -> Callable[[Connection], None]:
     def run(conn: Connection) -> None:
+        together = _together(batch) if conn.dialect.name == "postgresql" else {}
+        for statement, jobs in together.items():
+            try:  # failed: whose write it was is not known; all run again, one by one
+                statement.many(conn, [job.bulk.params for job in jobs if job.bulk])
+            except Exception as exc:
+                raise _WorkFailed from exc
+            for job in jobs:
+                job.result = job.bulk.result if job.bulk else None
+        done = {id(job) for jobs in together.values() for job in jobs}
         for job in batch:
+            if id(job) in done:
+                continue
             try:
                 job.result = job.work(conn)
             except Exception as exc:
                 raise _WorkFailed from exc
     return run
+
+
+def _together(batch: list[_Job]) -> dict[Prepared, list[_Job]]:
+    """The batch's bulk writes by statement, where two or more share one. Any order of a
+    batch's writes is a right one: their callers were all waiting at once."""
+    by_statement: dict[Prepared, list[_Job]] = {}
+    for job in batch:
+        if job.bulk is not None:
+            by_statement.setdefault(job.bulk.statement, []).append(job)
+    return {statement: jobs for statement, jobs in by_statement.items() if len(jobs) > 1}
 
 
 def _protected(batch: list[_Job]) -> Callable[[Connection], None]:

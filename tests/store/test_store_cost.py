@@ -111,3 +111,28 @@ async def test_on_postgresql_a_send_s_record_is_one_statement_before_the_call_on
         (numbers[2], None, "refused", "E200028")]
     assert [(a.seq, a.outcome, a.provider_message_id) for a in record.attempts] == [
         (1, "sent", "biz-m2")]
+
+
+async def test_on_postgresql_sends_written_together_cost_one_round_trip_a_statement(
+        pg_server: PgServer, open_at: Opener) -> None:
+    # Concurrent sends' writes share the writer's batch; on PostgreSQL the batch's alike
+    # statements run as one pipelined executemany: the round trips do not grow with the sends.
+    store, counter, proxy = await _counted(pg_server, open_at)
+    numbers = [f"+86138001380{i:02d}" for i in range(20)]
+    try:
+        await _send(store, "warm", [A])  # statements prepared
+        counter.counts.clear()
+        await asyncio.gather(*(store.records.create(
+            NewMessage(f"c{i}", "app", "verify_code", [n], {"c": "1"}), "aliyun")
+            for i, n in enumerate(numbers)))
+        created = counter.round_trips
+        counter.counts.clear()
+        assert all(await asyncio.gather(*(store.records.finish(
+            f"c{i}", "sent", provider="aliyun", last=AttemptEnd(1, "sent", None, f"p{i}"),
+            recipient_ids={n: f"p{i}"}) for i, n in enumerate(numbers))))
+        finished = counter.round_trips
+    finally:
+        await proxy.stop()
+    # BEGIN, one pipelined statement, COMMIT; a first write may go alone in a batch of its own
+    assert created <= 2 * 3, counter.counts
+    assert finished <= 2 * 3, counter.counts

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from gateway.store import (
     AttemptEnd,
@@ -93,6 +94,47 @@ async def test_an_end_naming_an_attempt_never_started_is_refused_and_changes_not
     assert [(a.seq, a.finished_at) for a in record.attempts] == [(1, None)]
     assert [(r.provider_message_id, r.status) for r in record.recipients] == [(None, None)] * 2
     assert await store.records.attempt_started("m1", "huawei", AttemptEnd(1, "failed")) == 2
+
+
+async def test_writes_committed_together_each_get_their_own_answer(store: Store) -> None:
+    # Concurrent writes share a batch (on PostgreSQL alike statements run as one pipelined
+    # statement); one that cannot go as the common case expects still gets its own answer.
+    await asyncio.gather(*(store.records.create(message(f"m{i}", A), "aliyun")
+                           for i in range(6)))
+    assert await store.records.finish("m5", "failed")  # final before the batch below
+    created = asyncio.gather(
+        store.records.create(message("m0", A), "aliyun"),  # a second m0
+        *(store.records.create(message(f"n{i}", A, B), "huawei") for i in range(3)),
+        return_exceptions=True)
+    finished = asyncio.gather(
+        *(store.records.finish(f"m{i}", "sent", provider="aliyun", provider_message_id=f"p{i}",
+                               last=AttemptEnd(1, "sent", None, f"p{i}"),
+                               recipient_ids={A: f"p{i}"}) for i in range(4)),
+        store.records.finish("m4", "sent", last=AttemptEnd(9, "sent")),  # no attempt 9
+        store.records.finish("m5", "sent", last=AttemptEnd(1, "sent")),  # already final
+        store.records.finish("nope", "sent"),
+        return_exceptions=True)
+    creates, finishes = await asyncio.gather(created, finished)
+    assert isinstance(creates[0], IntegrityError)
+    assert creates[1:] == [1, 1, 1]
+    assert finishes[:4] == [True] * 4
+    assert isinstance(finishes[4], UnknownMessageError) and "attempt 9" in str(finishes[4])
+    assert finishes[5] is False
+    assert isinstance(finishes[6], UnknownMessageError)
+    for i in range(4):
+        record = await store.records.get(f"m{i}")
+        assert record is not None
+        assert (record.status, record.provider_message_id, record.params) == (
+            "sent", f"p{i}", None)
+        assert [(a.outcome, a.provider_message_id) for a in record.attempts] == [
+            ("sent", f"p{i}")]
+        assert [r.provider_message_id for r in record.recipients] == [f"p{i}"]
+    untouched = await store.records.get("m4")
+    assert untouched is not None and (untouched.status, untouched.final_at) == ("sending", None)
+    final = await store.records.get("m5")
+    assert final is not None and final.status == "failed"
+    fresh = await store.records.get("n2")
+    assert fresh is not None and [r.number for r in fresh.recipients] == [A, B]
 
 
 async def test_an_async_message_is_queued_with_its_expiry(store: Store, clock: FakeClock) -> None:
