@@ -16,7 +16,6 @@ import secrets
 import statistics
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -25,7 +24,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from bench.cases import CONNS, Bench, combined
 from bench.configs import gateway_config, provider
 from bench.loadgen import LoadResult
-from bench.procs import Child, cpu_seconds, free_port
+from bench.procs import Child, free_port, process_tree
 from bench.report import Figure, ratio
 
 ADMIN_URL = os.environ.get("SMS_GATEWAY_TEST_DATABASE_URL",
@@ -81,37 +80,10 @@ def _start(b: Bench, name: str, store: str, *flags: str) -> Child:
     return child
 
 
-def _tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (the supervisor's workers), from /proc."""
-    found = [pid]
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            for child in (task / "children").read_text().split():
-                found.extend(_tree(int(child)))
-    return found
-
-
-def _cpu(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            total += cpu_seconds(pid)
-    return total
-
-
 async def _load(b: Bench, name: str, target: Child) -> LoadResult:
     """One run; CPU per send counted over the whole process tree (workers included)."""
-    pids = _tree(target.pid)
-    before, workers_before = _cpu(pids), _cpu(pids[1:])
     result = await b.load(name, target, CONNS)
-    if result.requests:
-        result.cpu_us_per_request = round((_cpu(pids) - before) / result.requests * 1e6, 1)
-        b.runs[name]["cpu_us_per_request"] = result.cpu_us_per_request
-        b.runs[name]["processes"] = len(pids)
-    if len(pids) > 1 and result.duration:  # the workers are ours, not "other processes"
-        ours = 100 * (_cpu(pids[1:]) - workers_before) / result.duration
-        b.others[-1] = max(0.0, b.others[-1] - ours)
-        b.runs[name]["other_cpu_pct"] = round(b.others[-1])
+    b.runs[name]["processes"] = len(process_tree(target.pid))
     return result
 
 

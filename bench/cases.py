@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadgen import LoadResult, Sample, percentile, run_builtin, run_wrk, wrk_path
-from bench.procs import Child, cpu_seconds, machine_busy_seconds
+from bench.procs import Child, machine_busy_seconds, tree_cpu_seconds
 from bench.report import Figure, ratio
 from bench.stack import Stack
 
@@ -43,7 +43,7 @@ class Bench:
         """One measured run against ``target``; kept under ``name`` in the results."""
         url, seconds = target.url + "/sms", duration or self.duration
         before = await self.stack.observe(target)
-        cpu, machine, ours = (cpu_seconds(target.pid), machine_busy_seconds(),
+        cpu, machine, ours = (tree_cpu_seconds(target.pid), machine_busy_seconds(),
                               self.stack.children.cpu_seconds())
         if self.use_wrk and not builtin and wrk_path():
             result = await asyncio.to_thread(run_wrk, url, conns, seconds, self.workdir)
@@ -51,7 +51,7 @@ class Bench:
             result = await run_builtin(url, conns, seconds, tag)
         target.check_alive()
         if result.requests:
-            used = cpu_seconds(target.pid) - cpu
+            used = tree_cpu_seconds(target.pid) - cpu  # with --workers: all of them
             result.cpu_us_per_request = round(used / result.requests * 1e6, 1)
         # CPU that processes outside this benchmark took meanwhile, in % of one core: on a
         # shared machine, the reason two runs of the same thing disagree.

@@ -45,6 +45,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a supervisor's workers), from /proc."""
+    found = [pid]
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                found.extend(process_tree(int(child)))
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU used so far by ``pid`` and its live descendants (``--workers``: all the workers)."""
+    total = 0.0
+    for one in process_tree(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(one)
+    return total
+
+
 def machine_busy_seconds() -> float:
     """CPU time the whole machine has spent busy (all cores, every process), from /proc/stat."""
     with open("/proc/stat", encoding="ascii") as stat:
@@ -112,14 +131,11 @@ class Children:
         return child
 
     def cpu_seconds(self) -> float:
-        """CPU used so far by this process, its finished helpers (wrk) and its live children."""
+        """CPU used so far by this process, its finished helpers (wrk) and its live children
+        (with theirs: a supervisor's workers are ours too)."""
         own = sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
                   for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-        live = 0.0
-        for child in self._all:
-            with contextlib.suppress(OSError):
-                live += cpu_seconds(child.pid)
-        return own + live
+        return own + sum(tree_cpu_seconds(child.pid) for child in self._all)
 
     def close(self) -> None:
         """Stop every child; safe to call twice and from a finally block."""
