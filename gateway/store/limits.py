@@ -16,7 +16,9 @@ The check and the insert are one write: SQLite's single writer (``BEGIN IMMEDIAT
 processes) runs them with nothing in between; on PostgreSQL every writer of limit rows first
 takes one transaction-level advisory lock, so replicas take turns (one lock, not one per bucket:
 a batch of the group commit holds its locks until it commits, and two replicas' batches that
-took per-bucket locks in different orders would deadlock).
+took per-bucket locks in different orders would deadlock). The lock is taken once per
+transaction (a group-commit batch), not once per check: on PostgreSQL every statement is a round
+trip on the writer's one connection, and a batch's statements run one after another.
 """
 
 from __future__ import annotations
@@ -203,8 +205,14 @@ class LimitCounts:
 
 
 def _lock(conn: Connection) -> None:
-    if conn.dialect.name == "postgresql":
+    """PostgreSQL: the limits' advisory lock, once per transaction (and per savepoint: one
+    rolled back may have let it go)."""
+    if conn.dialect.name != "postgresql":
+        return
+    held = (conn.get_transaction(), conn.get_nested_transaction())
+    if conn.info.get("limits_lock") != held:
         _LOCK.execute(conn, {})
+        conn.info["limits_lock"] = held
 
 
 def _admit(conn: Connection, checks: Sequence[LimitCheck], message_id: str,

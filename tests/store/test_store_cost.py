@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from tcpproxy import CuttableProxy, PgWireCounter
 
 from gateway.store import AttemptEnd, NewMessage, Store
+from gateway.store.limits import LimitCheck, LimitWindow
 
 from .conftest import Opener, PgServer, admin, require
 
@@ -136,3 +137,25 @@ async def test_on_postgresql_sends_written_together_cost_one_round_trip_a_statem
     # BEGIN, one pipelined statement, COMMIT; a first write may go alone in a batch of its own
     assert created <= 2 * 3, counter.counts
     assert finished <= 2 * 3, counter.counts
+
+
+async def test_on_postgresql_the_limits_lock_is_taken_once_a_batch(
+        pg_server: PgServer, open_at: Opener) -> None:
+    # Each check takes the limits' advisory lock: once per transaction is enough (a batch of
+    # the group commit holds it until it commits). It was one round trip more per check.
+    store, counter, proxy = await _counted(pg_server, open_at)
+    otp = (LimitWindow("1/1m", 1, 60.0), LimitWindow("5/1h", 5, 3600.0))
+    try:
+        assert (await store.limits.admit([LimitCheck("warm", 1, otp)], "w")).admitted
+        counter.counts.clear()
+        assert (await store.limits.admit([LimitCheck("n|0", 1, otp)], "m0")).admitted
+        assert counter.counts["E"] == 3  # the lock, the count, the hit
+        counter.counts.clear()
+        verdicts = await asyncio.gather(*(store.limits.admit([LimitCheck(f"n|{i}", 1, otp)],
+                                                             f"m{i}") for i in range(1, 11)))
+        assert all(v.admitted for v in verdicts)
+        assert counter.counts["E"] <= 10 * 2 + 2, counter.counts  # a lock per batch (1 or 2)
+        refused = await store.limits.admit([LimitCheck("n|0", 1, otp)], "again")
+    finally:
+        await proxy.stop()
+    assert [e.rule for e in refused.exceeded] == ["1/1m"]

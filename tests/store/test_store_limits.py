@@ -158,6 +158,22 @@ async def test_a_refund_keeps_the_counts_exact(store: Store, clock: StoreClock) 
     assert not (await store.limits.admit([LimitCheck(BUCKET, 1, window)], "m4")).admitted
 
 
+async def test_a_request_one_bucket_refuses_counts_in_none(store: Store,
+                                                           clock: StoreClock) -> None:
+    roomy, tight = (LimitWindow("10/1h", 10, 3600.0),), (LimitWindow("2/1h", 2, 3600.0),)
+    both = [LimitCheck("a", 3, roomy), LimitCheck("b", 1, tight)]
+    assert (await store.limits.admit(both, "m1")).admitted
+    assert (await store.limits.admit([LimitCheck("b", 1, tight)], "m2")).admitted
+    clock.advance(1)
+    refused = await store.limits.admit(both, "m3")
+    assert [(e.bucket, e.rule) for e in refused.exceeded] == [("b", "2/1h")]
+    assert refused.exceeded[0].retry_after == 3599.0  # when m1's hit in "b" leaves the hour
+    assert not refused.hits
+    assert sorted(seq for seq, _ in await hits(store)) == [1, 1, 2, 2, 3]  # a: 1-3, b: 1-2
+    assert (await store.limits.admit([LimitCheck("a", 7, roomy)], "m4")).admitted  # 3 + 7
+    assert not (await store.limits.admit([LimitCheck("a", 1, roomy)], "m5")).admitted
+
+
 async def hits(store: Store) -> list[tuple[int, int]]:
     def read(conn: Connection) -> list[tuple[int, int]]:
         rows = conn.execute(limit_hits.select().order_by(limit_hits.c.at)).mappings()
