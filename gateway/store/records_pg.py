@@ -6,7 +6,8 @@ event loop, and what bounded throughput. Data-modifying CTEs do the same work in
 per write: the record with its numbers and first attempt; the next attempt (with how the last
 one ended); the final status with the last attempt's end and each number's provider id or
 refusal. Same rows, same checks as records.py's SQLite path (the store tests run both engines);
-a number list travels as one array parameter however many numbers there are.
+a number list travels as one array parameter however many numbers there are. CREATE and
+FINISH_SURE also go as a batch's one pipelined statement for all its sends (writer.Bulk).
 """
 
 from __future__ import annotations
