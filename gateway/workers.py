@@ -2,11 +2,12 @@
 
 Each worker is the ordinary gateway (``python -m gateway`` with the same flags) listening with
 SO_REUSEPORT, so the kernel spreads connections over them; they share the store (SQLite on one
-host, or PostgreSQL) and nothing else: breakers and metrics are per worker, and each writes its
-own log file (``gateway.log`` becomes ``gateway.w1.log``, ``gateway.w2.log``...; the supervisor
-itself writes to the console). The supervisor migrates the store once before starting them,
-restarts a worker that dies (logged, with a growing delay if it keeps dying), forwards SIGHUP
-(reload) to all, and on SIGTERM/SIGINT lets every worker drain its in-flight sends, then exits.
+host, or PostgreSQL) and a folder for their metrics (so ``/metrics`` counts all of them, see
+metrics.py) and nothing else: breakers are per worker, and each writes its own log file
+(``gateway.log`` becomes ``gateway.w1.log``, ``gateway.w2.log``...; the supervisor itself writes
+to the console). The supervisor migrates the store once before starting them, restarts a worker
+that dies (logged, with a growing delay if it keeps dying), forwards SIGHUP (reload) to all, and
+on SIGTERM/SIGINT lets every worker drain its in-flight sends, then exits.
 """
 
 from __future__ import annotations
@@ -18,10 +19,14 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from prometheus_client.multiprocess import mark_process_dead
+
 from gateway.config import Config
+from gateway.metrics import MULTIPROCESS
 
 log = logging.getLogger("gateway.workers")
 
@@ -93,8 +98,10 @@ class _Worker:
 class Supervisor:
     """Starts ``n`` workers and keeps them running until told to stop."""
 
-    def __init__(self, n: int, argv: Sequence[str], shutdown_timeout: float) -> None:
+    def __init__(self, n: int, argv: Sequence[str], shutdown_timeout: float,
+                 metrics: str) -> None:
         self.workers = [_Worker(i) for i in range(1, n + 1)]
+        self._metrics = metrics  # the workers' shared metrics folder (see metrics.py)
         self._argv = list(argv)
         self._shutdown_timeout = shutdown_timeout
         self._stopping = asyncio.Event()
@@ -104,7 +111,8 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         worker.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", *self._argv, "--worker-index", str(worker.index),
-            env={**os.environ, "SMS_GATEWAY_WORKER": str(worker.index)},
+            env={**os.environ, "SMS_GATEWAY_WORKER": str(worker.index),
+                 MULTIPROCESS: self._metrics},
             # a group of its own: Ctrl-C reaches the supervisor only, which drains the workers
             # (a worker that got both would take the forwarded SIGTERM as a second signal)
             process_group=0)
@@ -126,6 +134,8 @@ class Supervisor:
             if self._stopping.is_set():  # told to stop while it was being started
                 worker.process.send_signal(signal.SIGTERM)
             code = await worker.process.wait()
+            # its gauges leave the sums (its counts stay: counters never go down)
+            mark_process_dead(worker.process.pid, self._metrics)  # type: ignore[no-untyped-call]
             if self._stopping.is_set():
                 return
             lived = loop.time() - worker.started
@@ -237,4 +247,6 @@ async def supervise(n: int, words: Sequence[str], load: Callable[[], Config]) ->
             log.warning("%s; the workers start anyway and wait for it", exc)
     else:
         log.warning("storage.url memory: each worker has its own store (tests only)")
-    return await Supervisor(n, child_argv(words), config.server.shutdown_timeout).run()
+    with tempfile.TemporaryDirectory(prefix="sms-gateway-metrics-") as metrics:
+        return await Supervisor(n, child_argv(words), config.server.shutdown_timeout,
+                                metrics).run()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -152,3 +153,42 @@ def test_a_worker_gets_the_supervisor_s_flags_and_a_log_file_of_its_own() -> Non
     assert worker_file("/var/log/sms", 1) == "/var/log/sms.w1.log"
     assert worker_file(None, 1) is None
     assert count("auto") >= 1 and count("3") == 3
+
+
+def requests_total(exposition: str) -> float:
+    """``sms_requests_total`` summed over its labels, from a /metrics page."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines()
+               if line.startswith("sms_requests_total{"))
+
+
+async def test_metrics_count_every_worker_whichever_answers(tmp_path: Path) -> None:
+    # A scraper reaches one worker at a time: were counters per worker, each scrape would see
+    # another worker's count and every rate computed from them would be nonsense.
+    console = tmp_path / "console.log"
+    async with running(sqlite_config(tmp_path), "--workers", "2", console=console) as gateway:
+        await until(lambda: len(pids(console)) == 2)
+        sends = 20
+        for _ in range(sends):  # new connections: the kernel spreads them over both
+            async with aiohttp.ClientSession() as fresh, fresh.post(
+                    gateway.url + "/sms", json=SEND) as response:
+                assert response.status == 200
+        seen = set()
+        for _ in range(20):
+            async with aiohttp.ClientSession() as fresh, fresh.get(
+                    gateway.url + "/metrics") as response:
+                assert response.status == 200
+                seen.add(requests_total(await response.text()))
+        assert seen == {sends}
+        workers = pids(console)
+        os.kill(workers[1], signal.SIGKILL)  # a worker's counts outlive it
+        await until(lambda: pids(console)[1] != workers[1])
+        after = set()
+        for _ in range(20):  # the survivor or the new worker: a refused connect is tried again
+            with contextlib.suppress(aiohttp.ClientError):
+                async with aiohttp.ClientSession() as fresh, fresh.get(
+                        gateway.url + "/metrics") as response:
+                    after.add(requests_total(await response.text()))
+            await asyncio.sleep(0.05)
+        assert after == {sends}
+        gateway.signal(signal.SIGTERM)
+        assert await asyncio.wait_for(gateway.process.wait(), 30) == 0
