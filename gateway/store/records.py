@@ -112,10 +112,12 @@ class RecordStore:
         """Record that ``provider`` is about to be called (and, in the same transaction, how
         the ``previous`` attempt ended); the attempt's sequence number."""
 
+        if self._db.postgresql:  # one statement (records_pg)
+            return await self._db.write(lambda conn: records_pg.start(
+                conn, self._db.now_us(), message_id, provider, previous))
+
         def write(conn: Connection) -> int:
             now = self._db.now_us()
-            if conn.dialect.name == "postgresql":
-                return records_pg.start(conn, now, message_id, provider, previous)
             if previous is not None:
                 _end(conn, now, message_id, previous)
             return _start(conn, now, message_id, provider)
@@ -128,11 +130,13 @@ class RecordStore:
                                recipient_ids: Mapping[str, str] | None = None) -> None:
         """Record how attempt ``seq`` ended; ``recipient_ids``: number -> per-recipient id."""
 
+        ended = AttemptEnd(seq, outcome, error, provider_message_id)
+        if self._db.postgresql:  # one statement (records_pg)
+            await self._db.write(lambda conn: records_pg.end(
+                conn, self._db.now_us(), message_id, ended, recipient_ids))
+            return
+
         def write(conn: Connection) -> None:
-            ended = AttemptEnd(seq, outcome, error, provider_message_id)
-            if conn.dialect.name == "postgresql":
-                records_pg.end(conn, self._db.now_us(), message_id, ended, recipient_ids)
-                return
             _end(conn, self._db.now_us(), message_id, ended)
             if recipient_ids:
                 _RECIPIENT_ID.many(conn, [
