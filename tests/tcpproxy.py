@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import struct
 from collections.abc import Callable
 
@@ -65,10 +66,9 @@ class CuttableProxy:
             writer.transport.abort()
             return
         self._links.update((writer, up_writer))
-        number = self.accepted
-        for src, dst, tap in ((reader, up_writer, self._tap), (up_reader, writer, None)):
-            task = asyncio.create_task(self._pipe(src, dst, tap and (
-                lambda data, tap=tap: tap(number, data))))
+        sent = None if self._tap is None else functools.partial(self._tap, self.accepted)
+        for src, dst, tap in ((reader, up_writer, sent), (up_reader, writer, None)):
+            task = asyncio.create_task(self._pipe(src, dst, tap))
             self._relays.add(task)
             task.add_done_callback(self._relays.discard)
 
