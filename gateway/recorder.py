@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from gateway.router import Attempt, Outcome
 from gateway.store import AttemptEnd, NewMessage
-from gateway.store.records import RecordStore
+from gateway.store.records import ID_WIDTH, RecordStore
 
 # The router's verdict -> the record's final status ("unavailable": nothing was sent).
 _FINAL = {"sent": "sent", "unknown": "unknown", "rejected": "rejected",
@@ -80,13 +80,10 @@ class Recorder:
         return {}
 
 
-ID_LIMIT = 255  # the provider_message_id columns
-
-
 def _fit(ids: str | None) -> str | None:
     """A message's provider id as stored: a long batch's joined ids (Huawei's, one per number)
     cut after the last whole id that fits, marked with ``,...``; each recipient keeps its own."""
-    if ids is None or len(ids) <= ID_LIMIT:
+    if ids is None or len(ids) <= ID_WIDTH:
         return ids
-    cut = ids.rfind(",", 0, ID_LIMIT - 3)
-    return (ids[:cut] if cut > 0 else ids[:ID_LIMIT - 4]) + ",..."
+    cut = ids.rfind(",", 0, ID_WIDTH - 3)
+    return (ids[:cut] if cut > 0 else ids[:ID_WIDTH - 4]) + ",..."

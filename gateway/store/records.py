@@ -20,6 +20,8 @@ from gateway.store.schema import attempts, messages, recipients, to_us
 from gateway.store.writer import Bulk
 
 RETENTION_BATCH = 200
+ID_WIDTH = 255  # the provider_message_id columns
+CODE_WIDTH = 64  # recipients.code
 
 # The send path's statements, compiled once (see prepared.py). Bound names differ from column
 # names: SQLAlchemy reserves those for the SET values.
@@ -129,6 +131,7 @@ class RecordStore:
                                provider_message_id: str | None = None,
                                recipient_ids: Mapping[str, str] | None = None) -> None:
         """Record how attempt ``seq`` ended; ``recipient_ids``: number -> per-recipient id."""
+        recipient_ids = _fitting(recipient_ids)
 
         ended = AttemptEnd(seq, outcome, error, provider_message_id)
         if self._db.postgresql:  # one statement (records_pg)
@@ -157,6 +160,9 @@ class RecordStore:
         provider message id (``recipient_ids``: number -> id; receipts match by it)."""
         if status not in FINAL:
             raise ValueError(f"{status!r} is not a final status ({', '.join(sorted(FINAL))})")
+        recipient_ids = _fitting(recipient_ids)
+        if refused:
+            refused = {number: code[:CODE_WIDTH] for number, code in refused.items()}
 
         if self._db.postgresql:  # one statement (records_pg), run with others when it can
             params = records_pg.finish_params(self._db.now_us(), message_id, {
@@ -215,6 +221,14 @@ class RecordStore:
             if deleted < batch:
                 return total
             await asyncio.sleep(time.monotonic() - started)
+
+
+def _fitting(recipient_ids: Mapping[str, str] | None) -> Mapping[str, str] | None:
+    """The per-recipient ids a column holds: a provider's answer is input, and an id too long
+    to keep whole could never match a receipt (left out, rather than failing the write)."""
+    if not recipient_ids or all(len(one) <= ID_WIDTH for one in recipient_ids.values()):
+        return recipient_ids
+    return {number: one for number, one in recipient_ids.items() if len(one) <= ID_WIDTH}
 
 
 def _start(conn: Connection, now: int, message_id: str, provider: str) -> int:

@@ -137,6 +137,26 @@ async def test_writes_committed_together_each_get_their_own_answer(store: Store)
     assert fresh is not None and [r.number for r in fresh.recipients] == [A, B]
 
 
+async def test_a_provider_s_overlong_ids_and_codes_never_stop_the_final_status(
+        store: Store) -> None:
+    # Provider answers are input: an id longer than the column (255) cannot match a receipt
+    # anyway and is left out, a refusal code is cut to its column (64); on PostgreSQL either
+    # used to fail the whole write, leaving a sent message "sending".
+    await store.records.create(message("m1", A, B), "aliyun")
+    long_id, long_code = "x" * 300, "E" * 100
+    assert await store.records.finish("m1", "sent", provider="aliyun",
+                                      last=AttemptEnd(1, "sent"),
+                                      recipient_ids={A: long_id}, refused={B: long_code})
+    record = await store.records.get("m1")
+    assert record is not None and record.status == "sent"
+    assert [(r.number, r.provider_message_id, r.status, r.code) for r in record.recipients] == [
+        (A, None, None, None), (B, None, "refused", "E" * 64)]
+    await store.records.create(message("m2", A), "aliyun")
+    await store.records.attempt_finished("m2", 1, "accepted", recipient_ids={A: long_id})
+    again = await store.records.get("m2")
+    assert again is not None and again.recipients[0].provider_message_id is None
+
+
 async def test_an_async_message_is_queued_with_its_expiry(store: Store, clock: FakeClock) -> None:
     await store.records.create(message("q1", mode="async", expires_at=START + 600,
                                        callback_url="https://hooks.example.com/sms"))
