@@ -30,6 +30,7 @@ from gateway.emulators import (
     start_emulators,
 )
 from gateway.emulators.aliyun import acs3_string_to_sign
+from gateway.emulators.receipts import ReceiptSender
 from providers import REGISTRY, aliyun_sign, tencent, twilio, wsse
 from providers.base import (
     Delivery,
@@ -623,3 +624,32 @@ async def test_twilio_created_message_shape(start_emulator: Starter) -> None:
     status, answer = await call_twilio(server, TWILIO_FORM)
     assert (status, answer["code"]) == (429, 20429)
     assert server.state.counters["accepted"] == 1  # a 429 never creates a message
+
+
+async def test_an_aliyun_receipt_push_is_tried_three_more_times_then_given_up(
+        aiohttp_server: Any, caplog: pytest.LogCaptureFixture) -> None:
+    pushes: list[Any] = []
+
+    async def refuse(request: web.Request) -> web.Response:
+        pushes.append(await request.json())
+        return web.Response(status=500)
+
+    app = web.Application()
+    app.router.add_post("/receipts", refuse)
+    receiver = await aiohttp_server(app)
+    state = EmulatorState("aliyun")
+    state.set_receipts("deliver", 0.01)  # tries after 0.1, 0.5 and 1.0 s (the floor: 0.1 s)
+    sender = ReceiptSender(state, batched=True)
+    report = {"phone_number": "13800138000", "success": True, "biz_id": "1", "out_id": "m1"}
+    try:
+        with caplog.at_level("WARNING"):
+            sender.schedule(str(receiver.make_url("/receipts")), [report])
+            for _ in range(300):
+                if "given up" in caplog.text:
+                    break
+                await asyncio.sleep(0.01)
+        assert pushes == [[report]] * 4
+        assert (state.counters["receipt_failures"], state.counters["receipts"]) == (4, 0)
+        assert "failed 4 times: given up" in caplog.text
+    finally:
+        await sender.close()

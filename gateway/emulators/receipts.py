@@ -16,6 +16,10 @@ the receipt then always beats the send's final record (the gateway must park it)
 Aliyun pushes JSON arrays (reports due in one delay window go together, at most 100 a push) to
 the console-configured URL (``receipt_url``); Huawei posts one form per report to the send's
 ``statusCallback``, or to ``receipt_url`` when the send named none.
+
+A push that is not answered 200 (or not at all) is tried again as Aliyun does, after 1, 5 and
+10 minutes, then given up (providers.md §1.8), scaled down here to 1, 5 and 10 times the
+receipt delay (at least 0.1 s each). Huawei documents no retry: its failed posts are counted only.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -35,6 +39,8 @@ log = logging.getLogger(__name__)
 
 UNDELIVERED_SUFFIX = "99916"
 BATCH = 100
+RETRIES = (1, 5, 10)  # Aliyun's minutes, here times the receipt delay
+RETRY_FLOOR = 0.1  # seconds: a receipt delay of 0 still waits between tries
 _TIMEOUT = aiohttp.ClientTimeout(total=5)
 
 BEIJING = timezone(timedelta(hours=8))
@@ -116,9 +122,7 @@ class ReceiptSender:
             return
         if self._batched:
             self._due[key] = list(reports)
-        task = asyncio.get_running_loop().create_task(self._later(url, reports, delay))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._later(url, reports, delay))
 
     async def flush_now(self) -> None:
         """Post what is due before the send is answered (receipt_delay 0)."""
@@ -135,12 +139,28 @@ class ReceiptSender:
     async def _post_all(self, url: str, reports: list[Any]) -> None:
         if self._batched:
             for start in range(0, len(reports), BATCH):
-                await self._post(url, json=reports[start:start + BATCH])
+                push = reports[start:start + BATCH]
+                if not await self._post(url, json=push):
+                    self._spawn(self._retry(url, push))
         else:
             for form in reports:
                 await self._post(url, data=form)
 
-    async def _post(self, url: str, **body: Any) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _retry(self, url: str, push: list[Any]) -> None:
+        """Aliyun's tries after a failed push; then the push is given up (logged)."""
+        for factor in RETRIES:
+            await asyncio.sleep(factor * max(self._state.receipt_delay, RETRY_FLOOR))
+            if await self._post(url, json=push):
+                return
+        log.warning("%s emulator: a receipt push of %d reports failed %d times: given up",
+                    self._state.kind, len(push), 1 + len(RETRIES))
+
+    async def _post(self, url: str, **body: Any) -> bool:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=_TIMEOUT)
         counters = self._state.counters
@@ -153,6 +173,7 @@ class ReceiptSender:
                         type(exc).__name__)
             ok = False
         counters["receipts" if ok else "receipt_failures"] += 1
+        return ok
 
     async def close(self) -> None:
         """Cancel what is scheduled; close the session."""

@@ -25,7 +25,7 @@ from conftest import NUMBER, Harness, build_config
 from gateway.app import create_app
 from gateway.cli import emulated_loader
 from gateway.emulators import EmulatorServer
-from gateway.store import NewMessage
+from gateway.store import NewMessage, StoreUnavailableError
 
 TOKEN = "test-receipt-token-0123456789"
 # Aliyun writes report times in Beijing time; "now" keeps them plausible whenever this runs
@@ -300,3 +300,27 @@ async def test_a_large_huawei_batch_keeps_every_recipients_id(receiving: MakeRec
     assert response.status == 200
     found = await settled(gw, (await response.json())["id"])
     assert found["status"] == "delivered" and len(found["deliveries"]) == 20
+
+
+async def test_an_aliyun_push_the_gateway_could_not_take_is_pushed_again(
+        receiving: MakeReceiving, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The store away for a moment: the push is answered 503, and Aliyun tries again after 1, 5
+    # and 10 minutes (the emulator: 1, 5, 10 times its receipt delay).
+    gw = await receiving()
+    store = gw.gateway.store
+    real = store.receipts.apply
+    calls = 0
+
+    async def away_once(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise StoreUnavailableError("the store cannot be written: connection is closed")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(store.receipts, "apply", away_once)
+    message_id = await sent(gw)
+    found = await settled(gw, message_id)
+    assert found["status"] == "delivered" and calls == 2
+    counters = gw.emulators["aliyun"].state.counters
+    assert (counters["receipt_failures"], counters["receipts"]) == (1, 1)
