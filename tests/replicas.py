@@ -11,8 +11,10 @@ CI=true a missing server fails them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,18 @@ async def replica_db_fixture(replica_server: PgServer) -> str:
     url = require(replica_server)
     await admin(url, "DROP SCHEMA public CASCADE", "CREATE SCHEMA public")
     return url
+
+
+async def eventually(check: Callable[[], Coroutine[Any, Any, bool]], within: float,
+                     every: float = 0.1) -> float:
+    """Seconds until ``check()`` holds, asked every ``every`` s; AssertionError if it does not
+    within ``within``."""
+    started = time.monotonic()
+    while not await check():
+        if time.monotonic() - started > within:
+            raise AssertionError(f"not within {within}s")
+        await asyncio.sleep(every)
+    return time.monotonic() - started
 
 
 def via_port(url: str, port: int) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from gatewayproc import Gateway, free_port, run_cli, sandbox_config
 from replicas import (  # noqa: F401 - the fixtures
     Replicas,
+    eventually,
     replica_db_fixture,
     replica_server_fixture,
     replicas_fixture,
@@ -18,16 +18,6 @@ from replicas import (  # noqa: F401 - the fixtures
     via_port,
 )
 from tcpproxy import CuttableProxy
-
-
-async def eventually(check: Callable[[], Coroutine[Any, Any, bool]], within: float) -> float:
-    """Seconds until ``check()`` holds; AssertionError if it does not within ``within``."""
-    started = time.monotonic()
-    while not await check():
-        if time.monotonic() - started > within:
-            raise AssertionError(f"not within {within}s")
-        await asyncio.sleep(0.1)
-    return time.monotonic() - started
 
 
 async def provider_row(replicas: Replicas, gateway: Gateway, name: str) -> dict[str, Any]:

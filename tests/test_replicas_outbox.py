@@ -15,6 +15,7 @@ from typing import Any
 
 from replicas import (  # noqa: F401 - the fixtures
     Replicas,
+    eventually,
     replica_db_fixture,
     replica_server_fixture,
     two_replicas,
@@ -25,16 +26,6 @@ from gateway.store import FINAL
 
 NOTICE = {"template": "notice", "params": {"name": "Li", "time": "9:00"}, "mode": "async"}
 TOKEN = "replica-receipt-token-0123456789"
-
-
-async def eventually(check: Callable[[], Coroutine[Any, Any, bool]], within: float) -> float:
-    """Seconds until ``check()`` holds; AssertionError if it does not within ``within``."""
-    started = time.monotonic()
-    while not await check():
-        if time.monotonic() - started > within:
-            raise AssertionError(f"not within {within}s")
-        await asyncio.sleep(0.05)
-    return time.monotonic() - started
 
 
 async def queue(replicas: Replicas, index: int, number: int) -> str:
@@ -87,12 +78,12 @@ async def test_a_message_queued_on_an_intake_only_replica_is_sent_by_the_other_w
                 return received(replicas, message_id) == 1
             return check
 
-        await eventually(sent(first), within=10.0)
+        await eventually(sent(first), within=10.0, every=0.05)
         before_a, before_b = await outbox(replicas, 0), await outbox(replicas, 1)
         latencies = []
         for number in range(1, 6):  # seconds from A's 202 to the emulator's receipt of it
             message_id = await queue(replicas, 0, number)
-            latencies.append(await eventually(sent(message_id), within=10.0))
+            latencies.append(await eventually(sent(message_id), within=10.0, every=0.05))
         after_a, after_b = await outbox(replicas, 0), await outbox(replicas, 1)
         # every enqueue on A was followed by a NOTIFY, and each one woke B's claim loop
         assert after_a["notified"] - before_a["notified"] >= 5
@@ -131,7 +122,7 @@ async def test_async_messages_queued_on_both_replicas_are_each_sent_exactly_once
             ids += await asyncio.gather(*(queue(replicas, n % 2, n)
                                           for n in range(start, start + 40)))
         assert len(set(ids)) == 200
-        await eventually(lambda: all_final(replicas, 0, ids), within=40.0)
+        await eventually(lambda: all_final(replicas, 0, ids), within=40.0, every=0.05)
         found = await records(replicas, 1)
         assert {found[i]["status"] for i in ids} == {"sent"}
         assert [i for i in ids if received(replicas, i) != 1] == []  # each exactly once
@@ -154,7 +145,7 @@ async def test_a_receipt_posted_to_b_updates_a_message_sent_by_a(tmp_path: Path,
             _, found = await replicas.call(replicas.a, "GET", f"/sms/{body['id']}")
             return bool(found["status"] == "delivered")
 
-        await eventually(delivered, within=10.0)
+        await eventually(delivered, within=10.0, every=0.05)
         _, found = await replicas.call(replicas.a, "GET", f"/sms/{body['id']}")
         [delivery] = found["deliveries"]
         assert delivery["status"] == "delivered" and delivery["code"] == "DELIVERED"
@@ -179,12 +170,12 @@ async def test_a_replica_killed_mid_drain_has_its_leased_messages_taken_over(
         async def some_sent() -> bool:
             return sum(received(replicas, i) for i in ids) >= 20
 
-        await eventually(some_sent, within=20.0)
+        await eventually(some_sent, within=20.0, every=0.05)
         assert (await outbox(replicas, 0))["in_flight"] > 0  # A is mid-drain
         replicas.a.signal(signal.SIGKILL)
         await replicas.a.process.wait()
         killed = time.monotonic()
-        await eventually(lambda: all_final(replicas, 1, ids), within=30.0)
+        await eventually(lambda: all_final(replicas, 1, ids), within=30.0, every=0.05)
         # B drains the rest alone: what A held comes back once its leases run out
         assert time.monotonic() - killed < lease + 20.0
         found = await records(replicas, 1)
